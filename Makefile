@@ -1,0 +1,44 @@
+# The two commands of the README: `make lab` and `make test`.
+# Both create (or reuse) .venv at the repository root from requirements-lock.txt.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# nbval runs each notebook in a kernel of this environment; progress goes to a scratch folder
+NBVAL := $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p tests.notebook_timing -q
+
+.PHONY: lab test test-unit test-solutions test-notebooks setup notebooks lock clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements-lock.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-lock.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m labsupport doctor --quiet
+	@touch $@
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+test: test-unit test-solutions test-notebooks
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+test-solutions: $(STAMP)
+	LABSUPPORT_STRICT=1 LABSUPPORT_EXPECT_SOLVED=1 $(NBVAL) solutions
+
+test-notebooks: $(STAMP)
+	$(NBVAL) notebooks
+
+notebooks: $(STAMP)
+	$(BIN)/python -m labsupport build-notebooks
+
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/+cpu$$//' | sort -f > requirements-lock.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from labsupport.cli import main
+
+sys.exit(main())

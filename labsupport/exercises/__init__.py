@@ -1,0 +1,29 @@
+"""Each lab's exercises, one module per lab (``lab00`` … ). A notebook binds them with::
+
+    from labsupport.exercises import lab02
+    q1, q2, q3, q4, q5, q6 = lab02.bind(globals())
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Iterator
+
+from labsupport.checking import Problem
+
+__all__ = ["LAB_MODULES", "all_problem_ids", "iter_problems"]
+
+LAB_MODULES = ("lab00", "lab01", "lab02")
+
+
+def iter_problems() -> Iterator[tuple[str, type[Problem]]]:
+    """Every (lab, problem class) of the course, in order."""
+    for module_name in LAB_MODULES:
+        module = importlib.import_module(f"labsupport.exercises.{module_name}")
+        for problem in module.PROBLEMS:
+            yield module.LAB, problem
+
+
+def all_problem_ids() -> list[str]:
+    """The ids progress is recorded under, e.g. ``02_format_internals.FlatIndex``."""
+    return [problem.problem_id(lab) for lab, problem in iter_problems()]
