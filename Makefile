@@ -38,7 +38,10 @@ notebooks: $(STAMP)
 	$(BIN)/python -m labsupport build-notebooks
 
 lock: $(STAMP)
-	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/+cpu$$//' | sort -f > requirements-lock.txt
+	{ echo "# Exact versions CI and \`make lab\`/\`make test\` install (pip install -r requirements-lock.txt)."; \
+	  echo "# Regenerate: make lock (after changing pyproject.toml's dependencies). torch is the CPU wheel."; \
+	  $(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/+cpu$$//' | sort -f; } > requirements-lock.txt.new
+	mv requirements-lock.txt.new requirements-lock.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache
