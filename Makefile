@@ -20,8 +20,11 @@ $(STAMP): requirements-lock.txt pyproject.toml
 	$(BIN)/python -m labsupport doctor --quiet
 	@touch $@
 
+# JupyterLab refuses to start as root unless told; containers often run as root
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(ALLOW_ROOT) $(LAB_ARGS)
 
 test: test-unit test-solutions test-notebooks
 

@@ -30,7 +30,7 @@ __all__ = ["BuildError", "build_all", "clean_notebook", "render_source", "render
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
-_ONE_LINE = re.compile(r"^(?P<lhs>\s*[^#=]+?=)\s*(?![=])(?P<rhs>.+?)\s*#\s*SOLUTION\s*$")
+_ONE_LINE = re.compile(r"^(?P<code>.*?)\s*#\s*SOLUTION\s*$")
 _KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 _LANGUAGE_INFO = {"name": "python"}
 
@@ -96,10 +96,24 @@ def render_source(source: str, where: str) -> str:
             region.append(line)
             continue
         match = _ONE_LINE.match(line)
-        output.append(f"{match.group('lhs')} ____" if match else line)
+        output.append(_blank_assignment(match.group("code"), f"{where}, line {number}") if match else line)
     if region is not None:
         raise BuildError(f"{where}: the solution region opened on line {begin_line} is never closed with '{END}'.")
     return "\n".join(output)
+
+
+def _blank_assignment(code: str, where: str) -> str:
+    """``x = expr`` (or ``x: T = expr``) becomes ``x = ____``; anything else is an error."""
+    indent = code[: len(code) - len(code.lstrip())]
+    try:
+        statement = ast.parse(code.strip()).body
+    except SyntaxError:
+        statement = []
+    if len(statement) != 1 or not isinstance(statement[0], (ast.Assign, ast.AnnAssign)) or statement[0].value is None:
+        raise BuildError(f"{where}: '# SOLUTION' marks a single assignment such as `x = expr`; "
+                         "use a ### BEGIN SOLUTION region for anything else.")
+    targets = statement[0].targets if isinstance(statement[0], ast.Assign) else [statement[0].target]
+    return f"{indent}{' = '.join(ast.unparse(target) for target in targets)} = ____"
 
 
 def _placeholder_lines(region: list[str], indent: str, where: str) -> list[str]:

@@ -42,27 +42,49 @@ def _empty() -> dict:
     return {"version": _FORMAT_VERSION, "passed": {}}
 
 
-def load_progress() -> dict:
-    """Read the progress file; a missing file is empty progress, a corrupt one is set aside."""
+class _UnreadableProgress(OSError):
+    """The progress file exists but cannot be read: never overwrite it."""
+
+
+def _read_progress() -> dict:
     path = progress_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return _empty()
+    except OSError as error:
+        raise _UnreadableProgress(f"Could not read your progress file {path}: {error}.") from error
     try:
-        data = json.loads(text)
+        data = json.loads(raw)  # bytes: a file that is not valid UTF-8 is a ValueError like bad JSON
         if not isinstance(data, dict) or not isinstance(data.get("passed"), dict):
             raise ValueError("it does not hold a 'passed' table")
     except ValueError as error:
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.replace(path, aside)
+        try:
+            os.replace(path, aside)
+        except OSError as move_error:
+            raise _UnreadableProgress(f"Your progress file {path} is unreadable ({error}) and could not be moved "
+                                      f"aside ({move_error}).") from move_error
         warnings.warn(
             f"Your progress file {path} was unreadable ({error}); it was moved to {aside} and "
             "progress starts afresh. Passing the checks again records them again.",
-            stacklevel=2,
+            stacklevel=3,
         )
         return _empty()
     return data
+
+
+def load_progress() -> dict:
+    """Read the progress file; a missing file is empty progress, a corrupt one is set aside.
+
+    A file that cannot be read at all (permissions, a folder in the way) gives a warning
+    and empty progress; it is left untouched.
+    """
+    try:
+        return _read_progress()
+    except _UnreadableProgress as error:
+        warnings.warn(f"{error} Set LABSUPPORT_DATA_DIR to a folder you can read and write.", stacklevel=2)
+        return _empty()
 
 
 def _write_atomically(path: Path, data: dict) -> None:
@@ -78,8 +100,13 @@ def _write_atomically(path: Path, data: dict) -> None:
 
 
 def record_pass(problem_id: str) -> None:
-    """Record that the check ``problem_id`` passed. Failing to write only warns."""
-    data = load_progress()
+    """Record that the check ``problem_id`` passed. Failing to read or write only warns."""
+    try:
+        data = _read_progress()
+    except _UnreadableProgress as error:
+        warnings.warn(f"{error} This pass was not recorded; set LABSUPPORT_DATA_DIR to a folder "
+                      "you can read and write.", stacklevel=2)
+        return
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     entry = data["passed"].setdefault(problem_id, {"first": now, "count": 0})
     entry["last"] = now
