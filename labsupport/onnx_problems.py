@@ -148,9 +148,6 @@ class OnnxModelProblem(Problem):
             value = values.get(value_name)
             if value is None:
                 raise Incorrect(f"`{name}` has no input or output named '{value_name}'.")
-            if not value.type.tensor_type.HasField("shape"):
-                raise Incorrect(f"`{name}`'s '{value_name}' declares no shape; give it one with a named "
-                                f"dimension on axis {', '.join(map(str, axes))}.")
             dims = value.type.tensor_type.shape.dim
             for axis in axes:
                 if axis >= len(dims):
