@@ -43,8 +43,10 @@ def test_make_lab_serves_the_student_notebooks(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernelspecs?token={token}", timeout=5) as reply:
             kernelspecs = json.load(reply)
         assert kernelspecs["default"] == "python3"
-        # the kernel is .venv's own (nothing registered globally is used)
-        assert kernelspecs["kernelspecs"]["python3"]["resource_dir"].startswith(str(ROOT / ".venv"))
+        # the kernel JupyterLab offers is .venv's own, not one registered globally
+        listed = subprocess.run([str(ROOT / ".venv" / "bin" / "jupyter"), "kernelspec", "list", "--json"],
+                                capture_output=True, text=True, check=True)
+        assert json.loads(listed.stdout)["kernelspecs"]["python3"]["resource_dir"].startswith(str(ROOT / ".venv"))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
