@@ -5,9 +5,9 @@ Used by instructors (``python -m labsupport build-notebooks``), described in the
 made from it:
 
 * a ``### BEGIN SOLUTION`` … ``### END SOLUTION`` region becomes ``# YOUR CODE HERE``
-  followed by ``name = ____`` for every name the region assigns at its top level (and
-  ``return ____`` if it returns), at the region's indentation, so the untouched notebook
-  still runs;
+  followed by ``name = ____`` for every name the region assigns at its top level, or by
+  ``return ____`` alone if it returns (a function body), at the region's indentation, so
+  the untouched notebook still runs;
 * a line ``x = expr  # SOLUTION`` becomes ``x = ____``;
 * cells tagged ``solution-only`` are dropped;
 * outputs and execution counts are stripped and metadata reduced to the kernelspec and
@@ -123,9 +123,10 @@ def _placeholder_lines(region: list[str], indent: str, where: str) -> list[str]:
     except SyntaxError as error:
         raise BuildError(f"{where}: the solution region is not valid Python ({error.msg}, line {error.lineno}).") from None
     lines = [f"{indent}# YOUR CODE HERE"]
-    lines += [f"{indent}{name} = ____" for name in names]
-    if returns:
+    if returns:  # a function body: its local names are the learner's business
         lines.append(f"{indent}return ____")
+    else:
+        lines += [f"{indent}{name} = ____" for name in names]
     if len(lines) == 1:
         lines.append(f"{indent}pass")
     return lines

@@ -185,9 +185,6 @@ class ModelFileProblem(OnnxModelProblem):
         path = Path(path)
         if not path.is_file():
             raise Incorrect(f"`{name}` points to {path}, which does not exist: save the model there first.")
-        size = path.stat().st_size
-        if self.max_file_bytes is not None and size > self.max_file_bytes:
-            raise Incorrect(f"`{name}` is {size:,} bytes; this exercise expects at most {self.max_file_bytes:,}.")
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as error:
@@ -198,6 +195,9 @@ class ModelFileProblem(OnnxModelProblem):
                             "(`onnx.save_model(..., save_as_external_data=True)`).")
         if self.external_data is False and uses_external:
             raise Incorrect(f"`{name}` stores weights in a separate file; this exercise wants them inside the .onnx file.")
+        size = path.stat().st_size  # after the layout check, whose advice is more useful
+        if self.max_file_bytes is not None and size > self.max_file_bytes:
+            raise Incorrect(f"`{name}` is {size:,} bytes; this exercise expects at most {self.max_file_bytes:,}.")
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except Exception as error:

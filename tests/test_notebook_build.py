@@ -69,7 +69,7 @@ def test_a_region_in_a_function_body_keeps_its_indentation_and_returns_the_place
             return result
             ### END SOLUTION
     """)
-    assert rendered == "def double(x):\n    # YOUR CODE HERE\n    result = ____\n    return ____"
+    assert rendered == "def double(x):\n    # YOUR CODE HERE\n    return ____"
 
 
 def test_a_region_in_a_loop_body_is_understood():

@@ -1,0 +1,480 @@
+"""Lab 02's exercises: every reference answer passes, realistic slips fail with a useful message."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from labsupport.checking import ThoughtExperiment, Uncheckable, ____
+from labsupport.exercises import lab02
+from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted, evaluate
+
+
+# ---------------------------------------------------------------------------
+# Reference answers, written the way the solution notebook writes them
+# ---------------------------------------------------------------------------
+
+def read_metadata(model):
+    opset = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+    return model.ir_version, model.producer_name, opset
+
+
+def flat_index(shape, index):
+    offset = 0
+    for size, position in zip(shape, index):
+        offset = offset * size + position
+    return offset
+
+
+def row_major_strides(shape, itemsize):
+    strides = []
+    step = itemsize
+    for size in reversed(shape):
+        strides.insert(0, step)
+        step *= size
+    return tuple(strides)
+
+
+def probabilities_info(key_type=TensorProto.INT64, value_type=TensorProto.FLOAT, name="probabilities"):
+    value = helper.make_tensor_type_proto(value_type, [])
+    return helper.make_value_info(name, helper.make_sequence_type_proto(helper.make_map_type_proto(key_type, value)))
+
+
+def affine_model(*, opset=21, batch="batch", ops=("MatMul", "Add", "Relu"), weight=None, features=3,
+                 weights_as_inputs=False):
+    """The affine model with one knob per realistic slip; the defaults give the right answer."""
+    reference_weight, bias = lab02.affine_weights()
+    weight = reference_weight if weight is None else weight
+    names = {"MatMul": (["x", "W"], "xW"), "Add": (["xW", "b"], "z"), "Relu": (["z"], "y")}
+    nodes = []
+    for position, op_type in enumerate(ops):
+        inputs, output = names[op_type]
+        if position > 0:
+            inputs = [nodes[-1].output[0]] + inputs[1:]
+        nodes.append(helper.make_node(op_type, inputs, ["y" if position == len(ops) - 1 else output]))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, features])]
+    initializers = [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "b")]
+    if weights_as_inputs:
+        inputs += [helper.make_tensor_value_info("W", TensorProto.FLOAT, [3, 2]),
+                   helper.make_tensor_value_info("b", TensorProto.FLOAT, [2])]
+        initializers = []
+    graph = helper.make_graph(nodes, "affine", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 2])],
+                              initializer=initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.fixture
+def wide_model():
+    return lab02.build_wide_model()
+
+
+# ---------------------------------------------------------------------------
+# Q1 ReadMetadata
+# ---------------------------------------------------------------------------
+
+def test_read_metadata_reference_passes():
+    assert_check_passed(lab02.ReadMetadata, {"read_metadata": read_metadata})
+
+
+def test_read_metadata_taking_the_first_opset_entry_is_reported():
+    def first_entry(model):
+        return model.ir_version, model.producer_name, model.opset_import[0].version
+
+    assert_check_failed(lab02.ReadMetadata, {"read_metadata": first_entry},
+                        "wrong opset for a model that imports a custom domain before the default one")
+
+
+def test_read_metadata_ignoring_the_ai_onnx_spelling_is_reported():
+    def empty_domain_only(model):
+        return model.ir_version, model.producer_name, next(e.version for e in model.opset_import if e.domain == "")
+
+    assert_check_failed(lab02.ReadMetadata, {"read_metadata": empty_domain_only},
+                        "raised StopIteration for a model that spells the default domain 'ai.onnx'")
+
+
+def test_read_metadata_returning_producer_version_is_reported():
+    def producer_version(model):
+        return model.ir_version, model.producer_version, read_metadata(model)[2]
+
+    assert_check_failed(lab02.ReadMetadata, {"read_metadata": producer_version}, "wrong producer_name")
+
+
+def test_read_metadata_missing_return_and_wrong_kind_are_reported():
+    assert_check_failed(lab02.ReadMetadata, {"read_metadata": lambda model: None}, "forget a `return`")
+    assert_check_failed(lab02.ReadMetadata, {"read_metadata": lambda model: model.ir_version}, "tuple of three items")
+    assert_check_failed(lab02.ReadMetadata, {"read_metadata": None}, "should be a function")
+
+
+def test_read_metadata_string_version_is_reported():
+    def as_strings(model):
+        ir_version, producer, opset = read_metadata(model)
+        return str(ir_version), producer, opset
+
+    assert_check_failed(lab02.ReadMetadata, {"read_metadata": as_strings}, "returns a str as ir_version")
+
+
+def test_read_metadata_placeholder_is_not_attempted():
+    assert_check_unattempted(lab02.ReadMetadata)
+    assert_check_unattempted(lab02.ReadMetadata, {"read_metadata": lambda model: ____})
+
+
+# ---------------------------------------------------------------------------
+# Q2 CountParameters
+# ---------------------------------------------------------------------------
+
+def test_count_parameters_reference_passes():
+    shapes = [(32, 64), (32,), (10, 32), (10,)]  # the exported MLP's initializers
+    assert_check_passed(lab02.CountParameters, {"parameter_count": sum(int(np.prod(s)) for s in shapes)})
+
+
+@pytest.mark.parametrize("wrong, fragment", [
+    (4, "is too small"),  # the number of initializers
+    (2410 * 4, "is too large"),  # bytes instead of values
+    (64 * 32 + 32 * 10, "is too small"),  # biases forgotten
+    ("2410", "should be a number"),
+])
+def test_count_parameters_slips_are_reported(wrong, fragment):
+    assert_check_failed(lab02.CountParameters, {"parameter_count": wrong}, fragment)
+
+
+def test_count_parameters_placeholder_is_not_attempted():
+    assert_check_unattempted(lab02.CountParameters)
+
+
+# ---------------------------------------------------------------------------
+# Q3 ProbabilitiesType
+# ---------------------------------------------------------------------------
+
+def test_probabilities_type_reference_passes():
+    assert_check_passed(lab02.ProbabilitiesType, {"probabilities_info": probabilities_info()})
+
+
+@pytest.mark.parametrize("answer, fragment", [
+    (helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10]), "declares a tensor"),
+    (helper.make_value_info("probabilities", helper.make_map_type_proto(
+        TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))), "declares a map"),
+    (helper.make_value_info("probabilities", helper.make_sequence_type_proto(
+        helper.make_tensor_type_proto(TensorProto.FLOAT, []))), "elements are a tensor"),
+    (probabilities_info(key_type=TensorProto.STRING), "map keys are STRING"),
+    (probabilities_info(value_type=TensorProto.DOUBLE), "element type DOUBLE; expected FLOAT"),
+    (probabilities_info(name="output_probability"), "named 'output_probability'"),
+    (probabilities_info().type, "wrap it with a name"),
+    (None, "should be an onnx.ValueInfoProto"),
+])
+def test_probabilities_type_slips_are_reported(answer, fragment):
+    assert_check_failed(lab02.ProbabilitiesType, {"probabilities_info": answer}, fragment)
+
+
+def test_probabilities_type_placeholder_is_not_attempted():
+    assert_check_unattempted(lab02.ProbabilitiesType)
+
+
+# ---------------------------------------------------------------------------
+# Q4 Float16Bytes
+# ---------------------------------------------------------------------------
+
+def test_float16_bytes_reference_passes():
+    raw = numpy_helper.from_array(np.zeros((3, 224, 224), np.float16)).raw_data
+    assert_check_passed(lab02.Float16Bytes, {"float16_code": TensorProto.FLOAT16, "float16_bytes": len(raw)})
+
+
+def test_float16_bytes_float32_code_is_named():
+    assert_check_failed(lab02.Float16Bytes, {"float16_code": TensorProto.FLOAT, "float16_bytes": 301056},
+                        "is the code of FLOAT, not of FLOAT16")
+
+
+def test_float16_bytes_unknown_code_is_reported():
+    assert_check_failed(lab02.Float16Bytes, {"float16_code": 99, "float16_bytes": 301056},
+                        "is not an element-type code at all")
+
+
+def test_float16_bytes_four_bytes_per_element_is_too_large():
+    assert_check_failed(lab02.Float16Bytes, {"float16_code": 10, "float16_bytes": 3 * 224 * 224 * 4},
+                        "`float16_bytes` = 602112 is too large")
+
+
+def test_float16_bytes_element_count_is_too_small():
+    assert_check_failed(lab02.Float16Bytes, {"float16_code": 10, "float16_bytes": 3 * 224 * 224},
+                        "`float16_bytes` = 150528 is too small")
+
+
+def test_float16_bytes_dtype_instead_of_code_is_reported():
+    assert_check_failed(lab02.Float16Bytes, {"float16_code": np.float16, "float16_bytes": 301056},
+                        "`float16_code` should be a number")
+
+
+def test_float16_bytes_placeholder_is_not_attempted():
+    assert_check_unattempted(lab02.Float16Bytes)
+    assert_check_unattempted(lab02.Float16Bytes, {"float16_code": 10, "float16_bytes": ____})
+
+
+# ---------------------------------------------------------------------------
+# Q5 FlatIndex
+# ---------------------------------------------------------------------------
+
+def test_flat_index_reference_passes():
+    assert_check_passed(lab02.FlatIndex, {"flat_index": flat_index})
+
+
+def test_flat_index_cases_agree_with_numpy():
+    for (shape, index), expected in lab02.FlatIndex.test_cases:
+        assert int(np.arange(int(np.prod(shape))).reshape(shape)[index]) == expected
+
+
+def test_flat_index_column_major_is_reported():
+    def column_major(shape, index):
+        offset = 0
+        for size, position in zip(reversed(shape), reversed(index)):
+            offset = offset * size + position
+        return offset
+
+    assert_check_failed(lab02.FlatIndex, {"flat_index": column_major}, "`flat_index((3, 4), (2, 1))` = 5 is too small")
+
+
+def test_flat_index_strides_off_by_one_axis_is_reported():
+    def own_size_as_stride(shape, index):
+        return sum(position * size for position, size in zip(index, shape))
+
+    assert_check_failed(lab02.FlatIndex, {"flat_index": own_size_as_stride}, "`flat_index((5,), (3,))`")
+
+
+def test_flat_index_missing_return_is_reported():
+    def no_return(shape, index):
+        int(np.ravel_multi_index(index, shape))
+
+    assert_check_failed(lab02.FlatIndex, {"flat_index": no_return}, "Did you forget a `return` statement?")
+
+
+def test_flat_index_numpy_ravel_multi_index_is_accepted():
+    assert_check_passed(lab02.FlatIndex, {"flat_index": lambda shape, index: np.ravel_multi_index(index, shape)})
+
+
+def test_flat_index_placeholder_is_not_attempted():
+    assert_check_unattempted(lab02.FlatIndex)
+    assert_check_unattempted(lab02.FlatIndex, {"flat_index": lambda shape, index: ____})
+
+
+# ---------------------------------------------------------------------------
+# Q6 RowMajorStrides
+# ---------------------------------------------------------------------------
+
+def test_row_major_strides_reference_passes():
+    assert_check_passed(lab02.RowMajorStrides, {"row_major_strides": row_major_strides})
+
+
+def test_row_major_strides_cases_come_from_numpy():
+    assert (((2, 3, 4), 4), (48, 16, 4)) in list(lab02.RowMajorStrides().cases())
+
+
+def test_row_major_strides_in_elements_are_reported():
+    def in_elements(shape, itemsize):
+        return tuple(stride // itemsize for stride in row_major_strides(shape, itemsize))
+
+    assert_check_failed(lab02.RowMajorStrides, {"row_major_strides": in_elements},
+                        "`row_major_strides((2, 3, 4), 4)[0]` = 12 is too small")
+
+
+def test_row_major_strides_column_major_is_reported():
+    def column_major(shape, itemsize):
+        return tuple(reversed(row_major_strides(tuple(reversed(shape)), itemsize)))
+
+    assert_check_failed(lab02.RowMajorStrides, {"row_major_strides": column_major},
+                        "`row_major_strides((2, 3, 4), 4)[0]` = 4 is too small")
+
+
+def test_row_major_strides_list_of_wrong_length_is_reported():
+    assert_check_failed(lab02.RowMajorStrides, {"row_major_strides": lambda shape, itemsize: [itemsize]},
+                        "has 1 items; expected 3")
+
+
+def test_row_major_strides_placeholder_is_not_attempted():
+    assert_check_unattempted(lab02.RowMajorStrides)
+
+
+# ---------------------------------------------------------------------------
+# Q7 BuildAffineModel
+# ---------------------------------------------------------------------------
+
+def test_build_affine_model_reference_passes():
+    assert_check_passed(lab02.BuildAffineModel, {"affine_model": affine_model()})
+    assert_check_passed(lab02.BuildAffineModel, {"affine_model": lab02.reference_affine_model()})
+
+
+def test_build_affine_model_wrong_opset_is_reported_with_expected_value():
+    assert_check_failed(lab02.BuildAffineModel, {"affine_model": affine_model(opset=13)},
+                        "imports opset 13 of the default domain; this exercise asks for opset 21")
+
+
+def test_build_affine_model_fixed_batch_is_reported():
+    assert_check_failed(lab02.BuildAffineModel, {"affine_model": affine_model(batch=1)},
+                        "has a fixed size 1 on axis 0")
+
+
+def test_build_affine_model_missing_relu_is_reported():
+    assert_check_failed(lab02.BuildAffineModel, {"affine_model": affine_model(ops=("MatMul", "Add"))},
+                        "has no Relu node")
+
+
+def test_build_affine_model_transposed_weight_fails_the_checker():
+    weight, _ = lab02.affine_weights()
+    assert_check_failed(lab02.BuildAffineModel, {"affine_model": affine_model(weight=np.ascontiguousarray(weight.T))},
+                        "does not pass `onnx.checker.check_model`")
+
+
+def test_build_affine_model_wrong_weights_are_caught_by_running_it():
+    weight, _ = lab02.affine_weights()
+    assert_check_failed(lab02.BuildAffineModel, {"affine_model": affine_model(weight=-weight)},
+                        "output 'y'` has the right shape, but its values differ")
+
+
+def test_build_affine_model_weights_as_graph_inputs_are_reported():
+    assert_check_failed(lab02.BuildAffineModel, {"affine_model": affine_model(weights_as_inputs=True)},
+                        "has no initializer named 'W'")
+
+
+def test_build_affine_model_wrong_output_width_fails_shape_inference():
+    model = affine_model()
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 3
+    assert_check_failed(lab02.BuildAffineModel, {"affine_model": model}, "Inferred shape and existing shape differ")
+
+
+def test_build_affine_model_symbolic_feature_axis_is_reported():
+    assert_check_failed(lab02.BuildAffineModel, {"affine_model": affine_model(features="features")},
+                        "'x' does not declare size 3 on axis 1")
+
+
+def test_build_affine_model_extra_graph_input_is_reported():
+    model = affine_model()
+    model.graph.input.append(helper.make_tensor_value_info("scale", TensorProto.FLOAT, [1]))
+    assert_check_failed(lab02.BuildAffineModel, {"affine_model": model}, "has 2 graph inputs; expected 1")
+
+
+def test_build_affine_model_graph_instead_of_model_is_reported():
+    assert_check_failed(lab02.BuildAffineModel, {"affine_model": affine_model().graph},
+                        "should be an onnx.ModelProto")
+
+
+def test_build_affine_model_placeholder_is_not_attempted():
+    assert_check_unattempted(lab02.BuildAffineModel)
+
+
+# ---------------------------------------------------------------------------
+# Q8 SaveWithExternalData
+# ---------------------------------------------------------------------------
+
+def test_save_with_external_data_reference_passes(tmp_path, wide_model):
+    wide_path = tmp_path / "wide_external.onnx"
+    onnx.save_model(wide_model, wide_path, save_as_external_data=True, location="wide_external.onnx.data")
+    assert_check_passed(lab02.SaveWithExternalData, {"wide_path": wide_path})
+    assert_check_passed(lab02.SaveWithExternalData, {"wide_path": str(wide_path)})
+
+
+def test_save_with_external_data_inline_weights_are_asked_to_move_out(tmp_path, wide_model):
+    wide_path = tmp_path / "wide_inline.onnx"
+    onnx.save_model(wide_model, wide_path)
+    assert_check_failed(lab02.SaveWithExternalData, {"wide_path": wide_path}, "save them as external data")
+
+
+def test_save_with_external_data_only_the_small_bias_outside_exceeds_the_size_limit(tmp_path, wide_model):
+    from onnx.external_data_helper import set_external_data
+
+    bias = next(tensor for tensor in wide_model.graph.initializer if tensor.name == "bias")
+    set_external_data(bias, location="wide_bias_only.onnx.data")
+    bias.data_location = onnx.TensorProto.EXTERNAL
+    wide_path = tmp_path / "wide_bias_only.onnx"
+    onnx.save_model(wide_model, wide_path)
+    assert_check_failed(lab02.SaveWithExternalData, {"wide_path": wide_path}, "this exercise expects at most 16,384")
+
+
+def test_save_with_external_data_threshold_above_the_weight_is_reported(tmp_path, wide_model):
+    wide_path = tmp_path / "wide_threshold.onnx"
+    onnx.save_model(wide_model, wide_path, save_as_external_data=True, size_threshold=10_000_000)
+    assert_check_failed(lab02.SaveWithExternalData, {"wide_path": wide_path}, "keeps its weights inside the file")
+
+
+def test_save_with_external_data_moved_without_its_data_file_is_reported(tmp_path, wide_model):
+    saved = tmp_path / "saved" / "wide.onnx"
+    saved.parent.mkdir()
+    onnx.save_model(wide_model, saved, save_as_external_data=True, location="wide.onnx.data")
+    moved = tmp_path / "wide.onnx"
+    moved.write_bytes(saved.read_bytes())
+    assert_check_failed(lab02.SaveWithExternalData, {"wide_path": moved}, "Keep the .data file beside the .onnx file")
+
+
+def test_save_with_external_data_model_instead_of_path_is_reported(wide_model):
+    assert_check_failed(lab02.SaveWithExternalData, {"wide_path": wide_model}, "should be the path of an .onnx file")
+
+
+def test_save_with_external_data_missing_file_is_reported(tmp_path):
+    assert_check_failed(lab02.SaveWithExternalData, {"wide_path": tmp_path / "never_saved.onnx"}, "does not exist")
+
+
+def test_save_with_external_data_placeholder_is_not_attempted():
+    assert_check_unattempted(lab02.SaveWithExternalData)
+
+
+# ---------------------------------------------------------------------------
+# The module as a whole
+# ---------------------------------------------------------------------------
+
+def test_checklist_names_exist_in_the_module():
+    assert {"FlatIndex", "BuildAffineModel"} <= {problem.__name__ for problem in lab02.PROBLEMS}
+    assert lab02.LAB == "02_format_internals"
+
+
+@pytest.mark.parametrize("problem", [p for p in lab02.PROBLEMS if issubclass(p, ThoughtExperiment)],
+                         ids=lambda p: p.__name__)
+def test_review_questions_are_uncheckable_with_a_model_answer(problem):
+    assert evaluate(problem, {}).status == "uncheckable"
+    with pytest.raises(Uncheckable):
+        problem().check()
+    assert len(problem.solution.split()) > 40
+
+
+def test_review_questions_come_last_and_there_are_three():
+    kinds = [issubclass(problem, ThoughtExperiment) for problem in lab02.PROBLEMS]
+    assert kinds == [False] * (len(kinds) - 3) + [True] * 3
+    assert len(kinds) - 3 >= 6
+
+
+@pytest.mark.parametrize("problem", lab02.PROBLEMS, ids=lambda p: p.__name__)
+def test_every_problem_has_a_prompt_two_hints_and_a_solution(problem):
+    assert problem.prompt and problem.solution.strip()
+    assert len(problem.hints) == 2
+
+
+@pytest.mark.parametrize("problem", [p for p in lab02.PROBLEMS if not issubclass(p, ThoughtExperiment)],
+                         ids=lambda p: p.__name__)
+def test_every_solution_assigns_the_variables_it_checks(problem):
+    code = problem.solution
+    assert all(f"{name} =" in code or f"def {name}(" in code for name in problem.vars)
+
+
+def test_bind_gives_one_view_per_problem_in_order():
+    views = lab02.bind({})
+    assert [view.name for view in views] == [f"q{n}" for n in range(1, len(lab02.PROBLEMS) + 1)]
+    assert [view.problem_id for view in views][4] == "02_format_internals.FlatIndex"
+
+
+def test_importing_the_module_does_not_import_onnx_runtime_or_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, labsupport.exercises.lab02; "
+            "print(','.join(m for m in ('onnx', 'onnxruntime', 'torch') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_reference_affine_model_computes_relu_of_the_affine_map():
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(lab02.reference_affine_model().SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    x = lab02.affine_input()
+    (y,) = session.run(None, {"x": x})
+    np.testing.assert_allclose(y, lab02.affine_reference(x), rtol=1e-6)
+    assert (x @ lab02.affine_weights()[0] + lab02.affine_weights()[1] < 0).any(), "the feed should exercise Relu"
