@@ -45,11 +45,13 @@ def graph_layers(graph) -> dict[str, int]:
     return depths
 
 
-def draw_graph(model, *, show_initializers: bool = False, title: str | None = None):
+def draw_graph(model, *, show_initializers: bool = False, show_tensor_names: bool = True, title: str | None = None):
     """Draw an ONNX model's graph top to bottom: inputs, operators, outputs.
 
-    Operators are boxes labelled with their op type; arrows are tensors. Initializers
-    (weights) are hidden unless ``show_initializers`` is True. Returns the Figure.
+    Operators are boxes labelled with their op type; arrows are tensors, labelled with
+    their names (the only thing that links nodes in ONNX) unless ``show_tensor_names`` is
+    False. Initializers (weights) are hidden unless ``show_initializers`` is True.
+    Returns the Figure.
     """
     import matplotlib.pyplot as plt
 
@@ -92,11 +94,15 @@ def draw_graph(model, *, show_initializers: bool = False, title: str | None = No
         for name in node.input:
             source = producer.get(name) or (f"in:{name}" if f"in:{name}" in positions else None)
             if source:
-                edges.append((source, key))
-    edges += [(producer[value.name], f"out:{value.name}") for value in graph.output if value.name in producer]
-    for source, target in edges:
+                edges.append((source, key, name))
+    edges += [(producer[value.name], f"out:{value.name}", value.name) for value in graph.output if value.name in producer]
+    for source, target, tensor in edges:
         axes.annotate("", xy=positions[target], xytext=positions[source],
                       arrowprops={"arrowstyle": "-|>", "color": "0.4", "shrinkA": 14, "shrinkB": 14})
+        if show_tensor_names and not target.startswith("out:"):
+            (x0, y0), (x1, y1) = positions[source], positions[target]
+            axes.text((x0 + x1) / 2, (y0 + y1) / 2, tensor, ha="center", va="center", fontsize=7, color="0.35",
+                      bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"})
     colours = {"input": "#cfe8ff", "output": "#d7f5d2", "initializer": "#f0f0f0", "node": "#ffe3b8"}
     for key, (x, y) in positions.items():
         style = "round,pad=0.4" if kinds[key] == "node" else "square,pad=0.3"
