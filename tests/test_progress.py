@@ -100,7 +100,18 @@ def line_of(checklist: str, text: str) -> str:
 def test_an_item_is_ticked_once_all_its_evidence_passed():
     runtime_item = "Load and run inference with ONNX Runtime in Python and in C++"
     evidence = {"01_interoperability.RoundTripParity": {}, "02_format_internals.BuildAffineModel": {}}
-    assert line_of(progress.render_checklist(evidence), runtime_item) == f"[x] {runtime_item}"
+    line = line_of(progress.render_checklist(evidence), runtime_item)
+    assert line.startswith(f"[x] {runtime_item}")
+    assert line.endswith("will add evidence: 13_cpp_and_cross_runtime"), "the C++ half is still to come"
+
+
+def test_the_checklist_shows_as_a_table_in_jupyterlab_and_as_text_in_a_console(data_dir, capsys):
+    progress.record_pass("01_interoperability.RoundTripParity")
+    progress.show_checklist()
+    assert "revisit 02_format_internals" in capsys.readouterr().out
+    markdown = progress._checklist_markdown(progress.checklist_status())
+    assert markdown.startswith("| | self-assessment item | what next |")
+    assert "⬜ | Load and run inference" in markdown and "**0 of 8 items ticked.**" in markdown
 
 
 def test_an_item_with_missing_evidence_says_which_lab_to_revisit():
