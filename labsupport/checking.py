@@ -413,7 +413,11 @@ class ProblemView:
         if not hints:
             _show(f"There is no hint for {self.name}.", f"There is no hint for {self.name}.")
             return
-        n = min(max(int(n), 1), len(hints))
+        try:
+            n = min(max(int(n), 1), len(hints))
+        except (TypeError, ValueError):
+            _show(f"`{self.name}.hint()` takes a hint number such as 1 or 2.", f"{self.name}.hint() takes a hint number such as 1 or 2.")
+            return
         more = f" (`{self.name}.hint({n + 1})` for another)" if n < len(hints) else ""
         _show(f"💡 **Hint {n}**{more}: {hints[n - 1]}", f"Hint {n}{more}: {hints[n - 1]}")
 

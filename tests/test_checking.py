@@ -374,6 +374,11 @@ def test_hint_numbers_are_clamped_to_the_hints_available(capsys):
     assert lines[2] == "Hint 2: The default domain is the empty string."
 
 
+def test_a_hint_number_that_is_not_a_number_is_explained(capsys):
+    view_of(OpsetAnswer).hint("next")
+    assert capsys.readouterr().out.strip() == "q1.hint() takes a hint number such as 1 or 2."
+
+
 def test_a_problem_without_hints_says_so(capsys):
     view_of(ShapeAndDtype).hint()
     assert capsys.readouterr().out.strip() == "There is no hint for q1."
