@@ -7,13 +7,17 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
+import re
+from pathlib import Path
 from typing import Iterator
 
 from labsupport.checking import Problem
 
 __all__ = ["LAB_MODULES", "all_problem_ids", "iter_problems"]
 
-LAB_MODULES = ("lab00", "lab01", "lab02")
+LAB_MODULES = tuple(sorted(module.name for module in pkgutil.iter_modules([str(Path(__file__).parent)])
+                           if re.fullmatch(r"lab\d\d", module.name)))
 
 
 def iter_problems() -> Iterator[tuple[str, type[Problem]]]:

@@ -3,19 +3,27 @@
 Introduced in lab 01. Later cells that need a model never depend on a learner's answer:
 they call these builders instead. Everything is seeded, so the same call gives the same
 weights and the same numbers on every run.
+
+This module holds the data and the digits MLP (labs 01–02). Each framework's reference
+models live in a submodule, imported only when used: ``torch_models`` (lab 04),
+``keras_models`` (lab 05) and ``classical_models`` (lab 06). Their ``export_*`` functions
+return an :class:`ExportedModel`, which the validation harness of lab 07 consumes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 __all__ = [
     "DigitsSplit",
+    "ExportedModel",
     "build_digits_mlp",
     "export_digits_mlp",
+    "exported_digits_mlp",
     "load_digits_split",
     "quiet_exporter_logs",
     "train_digits_mlp",
@@ -32,6 +40,29 @@ class DigitsSplit:
     x_test: np.ndarray
     y_train: np.ndarray
     y_test: np.ndarray
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """An exported ONNX file and what its source framework computes, for parity checks.
+
+    Attributes:
+        name: a short label for tables, e.g. ``"digits CNN (PyTorch, torch.export)"``.
+        path: the self-contained ``.onnx`` file.
+        sample_feeds: inputs keyed by ONNX input name, with a leading batch axis of at
+            least 16 rows; the harness slices batches of different sizes from them.
+        framework_outputs: computes the source framework's outputs for such feeds, in the
+            ONNX graph's output order (e.g. eager PyTorch, Keras ``predict``, scikit-learn).
+        output_names: the outputs to compare, in the same order as ``framework_outputs``.
+        dynamic_axes: input name → axes the model was exported with as dynamic.
+    """
+
+    name: str
+    path: Path
+    sample_feeds: Mapping[str, np.ndarray]
+    framework_outputs: Callable[[Mapping[str, np.ndarray]], Sequence[np.ndarray]]
+    output_names: Sequence[str]
+    dynamic_axes: Mapping[str, Sequence[int]]
 
 
 def load_digits_split(test_fraction: float = 0.25, seed: int = SEED) -> DigitsSplit:
@@ -94,6 +125,21 @@ def quiet_exporter_logs() -> None:
 
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
+
+
+def exported_digits_mlp(path: str | Path) -> ExportedModel:
+    """The trained digits MLP exported to ``path``, with eager PyTorch as its reference."""
+    import torch
+
+    data = load_digits_split()
+    model = train_digits_mlp(data)
+
+    def framework_outputs(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [model(torch.from_numpy(feeds["pixels"])).numpy()]
+
+    return ExportedModel("digits MLP (PyTorch)", export_digits_mlp(path, model), {"pixels": data.x_test[:64]},
+                         framework_outputs, ("logits",), {"pixels": (0,)})
 
 
 def export_digits_mlp(path: str | Path, model=None, *, dynamic_batch: bool = True) -> Path:
