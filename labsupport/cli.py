@@ -4,6 +4,7 @@ Commands:
   doctor            is this environment ready for the labs? (non-zero exit if not)
   progress          the self-assessment checklist, ticked from the checks you passed
   build-notebooks   render notebooks/ from solutions/ (``--check``: only report drift)
+  check MODEL.onnx  validate a model file with lab 07's harness (exit 0 valid, 1 invalid, 2 unreadable)
 """
 
 from __future__ import annotations
@@ -66,6 +67,57 @@ def _build_notebooks(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 1,3,16, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return sizes
+
+
+def _dim(text: str) -> tuple[str, int]:
+    symbol, _, size = text.partition("=")
+    if not symbol or not size.isdigit() or int(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected NAME=SIZE such as sequence=12, got {text!r}")
+    return symbol, int(size)
+
+
+def _check(arguments: argparse.Namespace) -> int:
+    from labsupport.validate import (ValidationInputError, describe_model, model_signatures, random_feeds, read_model,
+                                     validate_model)
+
+    path = Path(arguments.model)
+    try:
+        model = read_model(path)
+        inputs, _ = model_signatures(model)
+        feeds = random_feeds(inputs, max(arguments.batch_sizes), dim_sizes=dict(arguments.dim))
+        result = validate_model(path, feeds, batch_sizes=arguments.batch_sizes, fp16=not arguments.no_fp16)
+    except ValidationInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    checker = result.row("checker")
+    if checker.status == "fail":
+        print(f"error: {path}: fails onnx.checker.check_model(full_check=True): {checker.detail}", file=sys.stderr)
+        return 1
+    print(describe_model(path, model))
+    print()
+    shapes = ", ".join(f"{name} {value.shape} {value.dtype}" for name, value in feeds.items())
+    print(f"Random inputs of the declared types ({shapes}). With no reference, each batch is compared with")
+    print("this model's own outputs at the largest batch: outputs must not depend on the batch size.")
+    print(result.to_text())
+    fp16 = result.row("fp16")
+    if fp16 is not None and fp16.status != "skip":
+        print("fp16 note: the float16 row shows the precision a float16 copy would lose; it does not change the exit status.")
+    failed = [check for check in result.failed_checks if check != "fp16"]
+    if failed:
+        print(f"error: {path}: {', '.join(failed)} failed; see the table above.", file=sys.stderr)
+        return 1
+    print(f"{path}: valid.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labsupport", description="Helpers of the ONNX Interoperability Workbook.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -79,5 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     build = commands.add_parser("build-notebooks", help="render notebooks/ from solutions/")
     build.add_argument("--check", action="store_true", help="write nothing; exit 1 if anything would change")
     build.set_defaults(run=_build_notebooks)
+    check = commands.add_parser("check", help="validate an ONNX model file (checker, load, batch sizes, fp16)")
+    check.add_argument("model", help="path of the .onnx file")
+    check.add_argument("--batch-sizes", type=_sizes, default=(1, 3, 16), metavar="N,N,…",
+                       help="batch sizes to run when axis 0 is dynamic (default 1,3,16)")
+    check.add_argument("--dim", type=_dim, action="append", default=[], metavar="NAME=SIZE",
+                       help="size of another named dynamic dimension (default 8), e.g. sequence=12")
+    check.add_argument("--no-fp16", action="store_true", help="skip the float16 precision measurement")
+    check.set_defaults(run=_check)
     arguments = parser.parse_args(argv)
     return arguments.run(arguments)

@@ -1,0 +1,774 @@
+"""Validation and parity: is an exported ONNX model right, and how close are its numbers?
+
+Introduced in lab 07. Validation is layered; each layer assumes the ones before it passed:
+
+1. **structure** — ``onnx.checker.check_model(full_check=True)``, which also runs strict
+   shape inference;
+2. **load** — an ONNX Runtime CPU session, created from the *path* so that weights stored
+   as external data (``model.onnx.data``) are found;
+3. **interface** — the axes the exporter was asked to make dynamic are symbolic in the graph;
+4. **numbers** — outputs compared with a reference, per output within ``atol + rtol·|ref|``,
+   at several batch sizes (rows sliced or repeated from sample feeds) and, when asked, at
+   several sizes of another dynamic dimension such as a sequence length;
+5. **precision** — a float16 copy of the model against the float32 one.
+
+:func:`validate_model` returns a :class:`ValidationResult` (one row per check, shown as a
+table in notebooks and by ``to_text()``); :func:`validate_models` puts many models in one
+:class:`ValidationTable`. ``python -m labsupport check MODEL.onnx`` runs the same harness.
+
+Bad input — a missing, empty, truncated or non-ONNX file, missing external data, a feed
+with an unknown name, the wrong dtype or the wrong rank — raises
+:class:`ValidationInputError` with one line that says what to do, before anything runs.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from labsupport.onnx_problems import first_line
+
+__all__ = [
+    "DEFAULT_BATCH_SIZES",
+    "DEFAULT_TOLERANCE",
+    "FP16_TOLERANCE",
+    "CheckRow",
+    "TensorSignature",
+    "Tolerance",
+    "ValidationInputError",
+    "ValidationResult",
+    "ValidationTable",
+    "check_feeds",
+    "convert_to_float16",
+    "describe_model",
+    "max_abs_difference",
+    "max_relative_difference",
+    "model_signatures",
+    "random_feeds",
+    "read_model",
+    "validate_model",
+    "validate_models",
+]
+
+
+class Tolerance(NamedTuple):
+    """Two values match when ``|actual - reference| <= atol + rtol * |reference|``."""
+
+    atol: float
+    rtol: float
+
+
+DEFAULT_TOLERANCE = Tolerance(atol=1e-5, rtol=1e-4)
+"""float32 parity: rtol ≈ 800 float32 epsilons (1.19e-7) leaves room for summation order."""
+
+FP16_TOLERANCE = Tolerance(atol=1e-2, rtol=1e-2)
+"""float16 vs float32: rtol ≈ 10 float16 epsilons (9.8e-4); values are rounded at every op."""
+
+DEFAULT_BATCH_SIZES = (1, 3, 16)
+
+_STATUS_MARKS = {"ok": "✅", "fail": "❌", "skip": "➖"}
+_MAGIC_PREFIXES = (
+    (b"PK\x03\x04", "a ZIP archive (a PyTorch .pt/.pth checkpoint or a Keras .keras file?)"),
+    (b"\x89HDF", "an HDF5 file (a Keras .h5 model?)"),
+    (b"\x80", "a Python pickle (a scikit-learn or PyTorch checkpoint?)"),
+    (b"{", "a JSON or text file"),
+    (b"<", "an XML/HTML file"),
+)
+
+
+class ValidationInputError(ValueError):
+    """The harness was given something it cannot validate; the message says what to fix."""
+
+
+# ---------------------------------------------------------------------------
+# Reading a model and its interface
+# ---------------------------------------------------------------------------
+
+def read_model(path: str | os.PathLike) -> Any:
+    """Parse ``path`` as an ONNX model (without its external data) or explain why not.
+
+    Raises:
+        ValidationInputError: missing, empty, unparsable or non-ONNX file, or its external
+            data file is not beside it.
+    """
+    import onnx
+
+    path = Path(path)
+    if not path.exists():
+        raise ValidationInputError(f"{path}: no such file (looked in {path.resolve().parent}); "
+                                   "check the path, or export the model first.")
+    if path.is_dir():
+        raise ValidationInputError(f"{path}: is a folder; give the path of the .onnx file inside it.")
+    size = path.stat().st_size
+    if size == 0:
+        raise ValidationInputError(f"{path}: the file is empty (0 bytes): the export or copy did not finish; write it again.")
+    with path.open("rb") as stream:
+        head = stream.read(8)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # protobuf's DecodeError and friends: the bytes are not a ModelProto
+        raise ValidationInputError(f"{path}: {_unparsable_reason(head, size)}") from None
+    if model.ir_version == 0 or not model.HasField("graph"):
+        raise ValidationInputError(f"{path}: {_what_it_looks_like(head)} holds no ONNX model "
+                                   "(no ir_version or graph): give the .onnx file itself.")
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
+            if not (path.parent / location).is_file():
+                raise ValidationInputError(
+                    f"{path}: its weights are stored in '{location}', which is not beside it in {path.parent}; "
+                    "copy the .data file together with the .onnx file.")
+    return model
+
+
+def _what_it_looks_like(head: bytes) -> str:
+    for prefix, description in _MAGIC_PREFIXES:
+        if head.startswith(prefix):
+            return f"this file is {description} and"
+    return "this file"
+
+
+def _unparsable_reason(head: bytes, size: int) -> str:
+    if head.startswith(b"\x08"):  # field 1 (ir_version), varint: how every ONNX file starts
+        return (f"starts like an ONNX file but cannot be parsed ({size:,} bytes): it is truncated or corrupted; "
+                "export or copy it again.")
+    description = next((text for prefix, text in _MAGIC_PREFIXES if head.startswith(prefix)), None)
+    if description:
+        return f"is not an ONNX file: it looks like {description}; convert the model to ONNX first."
+    return f"is not an ONNX file (protobuf cannot parse it, {size:,} byte(s)); give the path of an .onnx model."
+
+
+@dataclass(frozen=True)
+class TensorSignature:
+    """A graph input or output as declared: name, element type and dimensions.
+
+    ``dims`` holds an int for a fixed size, the symbol (e.g. ``"batch"``) for a named dynamic
+    dimension and None for an unnamed one; ``dims`` is None when the rank is unknown.
+    """
+
+    name: str
+    elem_type: int
+    dims: tuple[int | str | None, ...] | None
+    kind: str = "tensor"
+
+    @property
+    def type_string(self) -> str:
+        """ONNX Runtime's spelling, e.g. ``tensor(float)``."""
+        import onnx
+
+        if self.kind != "tensor":
+            return self.kind
+        return f"tensor({onnx.TensorProto.DataType.Name(self.elem_type).lower()})"
+
+    @property
+    def dtype(self) -> np.dtype:
+        import onnx
+
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.elem_type))
+
+    @property
+    def dynamic_axes(self) -> tuple[int, ...]:
+        return tuple(axis for axis, dim in enumerate(self.dims or ()) if not isinstance(dim, int))
+
+    def shape_text(self) -> str:
+        if self.dims is None:
+            return "[unknown rank]"
+        return "[" + ", ".join("?" if dim is None else str(dim) for dim in self.dims) + "]"
+
+
+def _signature(value: Any) -> TensorSignature:
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":
+        return TensorSignature(value.name, 0, None, kind=kind.replace("_type", "") if kind else "unknown")
+    tensor_type = value.type.tensor_type
+    dims = None
+    if tensor_type.HasField("shape"):
+        dims = tuple(dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or None)
+                     for dim in tensor_type.shape.dim)
+    return TensorSignature(value.name, tensor_type.elem_type, dims)
+
+
+def model_signatures(model: Any) -> tuple[list[TensorSignature], list[TensorSignature]]:
+    """The inputs a caller must feed (initializers excluded) and the outputs, as declared."""
+    initializer_names = {tensor.name for tensor in model.graph.initializer}
+    inputs = [_signature(value) for value in model.graph.input if value.name not in initializer_names]
+    return inputs, [_signature(value) for value in model.graph.output]
+
+
+def _opsets_text(model: Any) -> str:
+    """``ai.onnx 20, ai.onnx.ml 1``: the default domain may be written '' or 'ai.onnx'; shown once."""
+    versions = {entry.domain or "ai.onnx": entry.version for entry in model.opset_import}
+    return ", ".join(f"{domain} {version}" for domain, version in sorted(versions.items()))
+
+
+def describe_model(path: str | os.PathLike, model: Any | None = None) -> str:
+    """A few lines about a model file: versions, size, inputs and outputs with dynamic axes."""
+    path = Path(path)
+    model = model if model is not None else read_model(path)
+    opsets = _opsets_text(model)
+    producer = f"{model.producer_name} {model.producer_version}".strip() or "unknown producer"
+    lines = [f"{path}: {path.stat().st_size:,} bytes, ir_version {model.ir_version}, opsets [{opsets}], "
+             f"{len(model.graph.node)} nodes, made by {producer}"]
+    inputs, outputs = model_signatures(model)
+    for title, signatures in (("inputs", inputs), ("outputs", outputs)):
+        lines.append(f"{title}:")
+        for signature in signatures:
+            dynamic = ", ".join(f"axis {axis} ({signature.dims[axis] or 'unnamed'})" for axis in signature.dynamic_axes)
+            lines.append(f"  {signature.name:<16} {signature.type_string:<16} {signature.shape_text():<20} "
+                         f"{'dynamic: ' + dynamic if dynamic else 'all axes fixed'}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Feeds
+# ---------------------------------------------------------------------------
+
+def check_feeds(label: str, inputs: Sequence[TensorSignature], feeds: Any) -> None:
+    """Raise :class:`ValidationInputError` unless ``feeds`` fits the declared ``inputs``."""
+    if not isinstance(feeds, Mapping):
+        raise ValidationInputError(f"{label}: feeds should be a dict of input name → array, but got a {type(feeds).__name__}.")
+    names = [signature.name for signature in inputs]
+    for name in feeds:
+        if name not in names:
+            raise ValidationInputError(f"{label}: input '{name}' is not an input of this model; its inputs are {names}.")
+    for signature in inputs:
+        if signature.name not in feeds:
+            raise ValidationInputError(f"{label}: no value for input '{signature.name}'; the model needs {names}.")
+        value = feeds[signature.name]
+        if signature.kind != "tensor":
+            continue
+        if not isinstance(value, np.ndarray):
+            raise ValidationInputError(f"{label}: input '{signature.name}' should be a NumPy array but got a "
+                                       f"{type(value).__name__}: wrap it with np.asarray(..., dtype=np.{signature.dtype}).")
+        if value.dtype != signature.dtype and not (signature.dtype.kind == "O" and value.dtype.kind in "OU"):
+            raise ValidationInputError(f"{label}: input '{signature.name}' expects {signature.dtype} ({signature.type_string}) "
+                                       f"but got {value.dtype}: convert with .astype(np.{signature.dtype}).")
+        if signature.dims is None:
+            continue
+        if value.ndim != len(signature.dims):
+            raise ValidationInputError(f"{label}: input '{signature.name}' expects rank {len(signature.dims)} "
+                                       f"{signature.shape_text()} but got shape {value.shape} (rank {value.ndim}): reshape it.")
+        for axis, (size, dim) in enumerate(zip(value.shape, signature.dims)):
+            if isinstance(dim, int) and size != dim:
+                raise ValidationInputError(f"{label}: input '{signature.name}' expects size {dim} on axis {axis} "
+                                           f"{signature.shape_text()} but got shape {value.shape}.")
+
+
+def random_feeds(inputs: Sequence[TensorSignature], batch_size: int, *, dim_sizes: Mapping[str, int] | None = None,
+                 other_size: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs of the declared types: axis 0, if dynamic, gets ``batch_size``.
+
+    Other dynamic dimensions get ``dim_sizes[symbol]`` or ``other_size``. Floats are uniform
+    in [0, 1), integers in [0, 10), booleans fair coins, strings ``"a"``.
+    """
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for signature in inputs:
+        if signature.kind != "tensor" or signature.dims is None:
+            raise ValidationInputError(f"input '{signature.name}' is a {signature.kind} without a declared rank; "
+                                       "random inputs need tensors of known rank: pass your own feeds.")
+        shape = []
+        for axis, dim in enumerate(signature.dims):
+            if isinstance(dim, int):
+                shape.append(dim)
+            elif axis == 0:
+                shape.append(batch_size)
+            else:
+                shape.append((dim_sizes or {}).get(dim, other_size))
+        dtype = signature.dtype
+        if dtype.kind == "f":
+            feeds[signature.name] = rng.random(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            feeds[signature.name] = rng.integers(0, 10, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[signature.name] = rng.random(shape) < 0.5
+        else:
+            feeds[signature.name] = np.full(shape, "a", dtype=object)
+    return feeds
+
+
+def _resize_axis(array: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """``size`` entries along ``axis``: the first ones, repeated cyclically when there are too few."""
+    return np.take(array, np.arange(size) % array.shape[axis], axis=axis)
+
+
+# ---------------------------------------------------------------------------
+# Comparing outputs
+# ---------------------------------------------------------------------------
+
+def max_abs_difference(actual: Any, reference: Any) -> float:
+    """max |actual - reference|, computed in float64."""
+    actual, reference = np.asarray(actual, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    return float(np.max(np.abs(actual - reference), initial=0.0))
+
+
+def max_relative_difference(actual: Any, reference: Any, floor: float = 0.0) -> float:
+    """max |actual - reference| / |reference| over the elements where |reference| > floor.
+
+    Where the reference is at most ``floor`` (zero by default) the relative difference is
+    meaningless — dividing by a tiny number — and the absolute tolerance decides, so those
+    elements are left out; 0.0 when none remain. Computed in float64.
+    """
+    actual, reference = np.asarray(actual, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    magnitude = np.abs(reference)
+    kept = magnitude > floor
+    if not kept.any():
+        return 0.0
+    return float(np.max(np.abs(actual - reference)[kept] / magnitude[kept]))
+
+
+def _as_array(value: Any) -> np.ndarray:
+    """An output as an array; a ZipMap list of {class: probability} dicts becomes a 2-D array."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        keys = sorted(value[0])
+        return np.array([[row[key] for key in keys] for row in value])
+    return np.asarray(value)
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    name: str
+    ok: bool
+    max_abs_diff: float | None
+    max_rel_diff: float | None
+    note: str
+
+
+def _compare(name: str, actual: Any, reference: Any, tolerance: Tolerance) -> _Comparison:
+    actual, reference = _as_array(actual), _as_array(reference)
+    if actual.shape != reference.shape:
+        return _Comparison(name, False, None, None, f"'{name}' has shape {actual.shape} but the reference {reference.shape}")
+    if actual.dtype.kind not in "fiub" or reference.dtype.kind not in "fiub":
+        same = bool(np.array_equal(actual.astype(str), reference.astype(str)))
+        wrong = int(np.sum(actual.astype(str) != reference.astype(str)))
+        return _Comparison(name, same, None, None, f"'{name}' {'equal' if same else f'{wrong} of {actual.size} differ'}")
+    exact = actual.dtype.kind in "iub" and reference.dtype.kind in "iub"
+    atol, rtol = (0.0, 0.0) if exact else tolerance
+    close = np.isclose(actual.astype(np.float64), reference.astype(np.float64), rtol=rtol, atol=atol, equal_nan=True)
+    finite = np.isfinite(actual) & np.isfinite(reference)
+    abs_diff = max_abs_difference(actual[finite], reference[finite])
+    rel_diff = max_relative_difference(actual[finite], reference[finite], floor=atol)
+    rule = "exact equality (integers)" if exact else f"atol {atol:g}, rtol {rtol:g}"
+    if close.all():
+        return _Comparison(name, True, abs_diff, rel_diff, f"'{name}' {'equal' if exact else 'within ' + rule}")
+    bad = int((~close).sum())
+    worst = np.unravel_index(int(np.argmax(np.where(close, -np.inf, np.abs(actual.astype(np.float64) - reference)))),
+                             actual.shape)
+    return _Comparison(name, False, abs_diff, rel_diff,
+                       f"'{name}': {bad} of {actual.size} values outside {rule} (worst at {tuple(int(i) for i in worst)}: "
+                       f"{actual[worst]:.6g} vs reference {reference[worst]:.6g})")
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.2e}"
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One check: its name, ``ok``/``fail``/``skip``, what was found, and the differences measured."""
+
+    check: str
+    status: str
+    detail: str
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+    batch_size: int | None = None
+
+
+def _text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [headers, *rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(text) for text in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+@dataclass
+class ValidationResult:
+    """What :func:`validate_model` found for one model: a row per check and a verdict."""
+
+    name: str
+    path: Path
+    rows: list[CheckRow] = field(default_factory=list)
+
+    def row(self, check: str) -> CheckRow | None:
+        return next((row for row in self.rows if row.check == check), None)
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [row.check for row in self.rows if row.status == "fail"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_checks
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.ok else "fail (" + ", ".join(self.failed_checks) + ")"
+
+    def _parity_rows(self) -> list[CheckRow]:
+        return [row for row in self.rows if row.check != "fp16" and row.max_abs_diff is not None]
+
+    @property
+    def max_abs_diff(self) -> float | None:
+        """The worst absolute difference from the reference over every batch and size checked."""
+        return max((row.max_abs_diff for row in self._parity_rows()), default=None)
+
+    @property
+    def max_rel_diff(self) -> float | None:
+        return max((row.max_rel_diff for row in self._parity_rows() if row.max_rel_diff is not None), default=None)
+
+    @property
+    def fp16_max_abs_diff(self) -> float | None:
+        row = self.row("fp16")
+        return row.max_abs_diff if row else None
+
+    def _cells(self, marks: Mapping[str, str]) -> list[list[str]]:
+        return [[row.check, marks[row.status], "" if row.batch_size is None else str(row.batch_size),
+                 _number(row.max_abs_diff), _number(row.max_rel_diff), row.detail] for row in self.rows]
+
+    _HEADERS = ("check", "status", "batch", "max abs diff", "max rel diff", "detail")
+
+    def _title(self) -> str:
+        return str(self.path) if self.name == self.path.name else f"{self.name} ({self.path})"
+
+    def to_text(self) -> str:
+        marks = {"ok": "ok", "fail": "FAIL", "skip": "skip"}
+        return (f"{self._title()}: {self.verdict}\n"
+                + _text_table(self._HEADERS, self._cells(marks)))
+
+    def _repr_markdown_(self) -> str:
+        marks = {status: f"{mark} {status}" for status, mark in _STATUS_MARKS.items()}
+        verdict = ("✅ " if self.ok else "❌ ") + self.verdict
+        title = f"`{self.path}`" if self.name == self.path.name else f"**{self.name}** · `{self.path}`"
+        return f"{title} · {verdict}\n\n" + _markdown_table(self._HEADERS, self._cells(marks))
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+@dataclass
+class ValidationTable:
+    """Many models, one row each: checker, load, batches, worst differences, fp16, verdict."""
+
+    results: list[ValidationResult]
+
+    _HEADERS = ("model", "checker", "load", "batches", "max abs diff", "max rel diff", "fp16 max abs diff", "verdict")
+
+    def _cells(self, marks: Mapping[str, str], separator: str) -> list[list[str]]:
+        table = []
+        for result in self.results:
+            checker, load, fp16 = (result.row(check) for check in ("checker", "load", "fp16"))
+            batches = " ".join(f"{row.batch_size}{separator}{marks[row.status]}" for row in result.rows
+                               if row.check.startswith("batch ") and row.status != "skip")
+            fp16_text = "" if fp16 is None else (
+                "skip" if fp16.status == "skip" else f"{_number(fp16.max_abs_diff)} {marks[fp16.status]}")
+            table.append([result.name, marks[checker.status] if checker else "", marks[load.status] if load else "",
+                          batches, _number(result.max_abs_diff), _number(result.max_rel_diff), fp16_text, result.verdict])
+        return table
+
+    def to_text(self) -> str:
+        return _text_table(self._HEADERS, self._cells({"ok": "ok", "fail": "FAIL", "skip": "skip"}, " "))
+
+    def _repr_markdown_(self) -> str:
+        cells = self._cells(_STATUS_MARKS, "")
+        for row, result in zip(cells, self.results):
+            row[-1] = ("✅ " if result.ok else "❌ ") + row[-1]
+        return _markdown_table(self._HEADERS, cells)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+# ---------------------------------------------------------------------------
+# The harness
+# ---------------------------------------------------------------------------
+
+def _session(model_or_path: Any):
+    """A CPU session; only errors are logged (ORT's warnings about unused initializers are noise here)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    source = str(model_or_path) if isinstance(model_or_path, Path) else model_or_path.SerializeToString()
+    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def _checker_row(path: Path, model: Any) -> CheckRow:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)  # by path: external data and > 2 GB work
+    except Exception as error:
+        return CheckRow("checker", "fail", first_line(error))
+    return CheckRow("checker", "ok", f"full_check with strict shape inference; {len(model.graph.node)} nodes; "
+                                     f"opsets {_opsets_text(model)}")
+
+
+def _dynamic_axes_row(label: str, inputs: Sequence[TensorSignature], declared: Mapping[str, Sequence[int]]) -> CheckRow:
+    by_name = {signature.name: signature for signature in inputs}
+    problems = []
+    for name, axes in declared.items():
+        if name not in by_name:
+            raise ValidationInputError(f"{label}: dynamic_axes names input '{name}', which this model does not have; "
+                                       f"its inputs are {list(by_name)}.")
+        signature = by_name[name]
+        for axis in axes:
+            if signature.dims is None or axis >= len(signature.dims):
+                problems.append(f"'{name}' has no axis {axis}")
+            elif isinstance(signature.dims[axis], int):
+                problems.append(f"'{name}' axis {axis} is fixed at {signature.dims[axis]}")
+    if problems:
+        return CheckRow("dynamic axes", "fail", "; ".join(problems) + ": the export did not make it dynamic")
+    shown = ", ".join(f"{name}{by_name[name].shape_text()}" for name in declared)
+    return CheckRow("dynamic axes", "ok", f"symbolic as declared: {shown}")
+
+
+def _fp16_row(path: Path, model: Any, session: Any, feeds: Mapping[str, np.ndarray], output_names: Sequence[str],
+              tolerance: Tolerance) -> CheckRow:
+    batch = _batch_of(feeds)
+    foreign = sorted({node.op_type for node in model.graph.node if node.domain not in ("", "ai.onnx")})
+    if foreign:
+        domains = sorted({node.domain for node in model.graph.node if node.domain not in ("", "ai.onnx")})
+        return CheckRow("fp16", "skip", f"{', '.join(domains)} operators ({', '.join(foreign)}) have no float16 "
+                                        "versions: the converter keeps them in float32, so there is nothing to measure")
+    import onnx
+
+    if not any(tensor.data_type == onnx.TensorProto.FLOAT for tensor in model.graph.initializer) and not any(
+            value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for value in model.graph.input):
+        return CheckRow("fp16", "skip", "no float32 weights or inputs to convert")
+    try:
+        half_session = _session(convert_to_float16(path))
+        half_outputs = half_session.run(list(output_names), dict(feeds))
+    except Exception as error:
+        return CheckRow("fp16", "fail", f"the float16 copy did not run: {first_line(error)}", batch_size=batch)
+    full_outputs = session.run(list(output_names), dict(feeds))
+    comparisons = [_compare(name, half, full, tolerance) for name, half, full in zip(output_names, half_outputs, full_outputs)]
+    measured = [item for item in comparisons if item.max_abs_diff is not None]
+    notes = [item.note for item in comparisons]
+    for name, half, full in zip(output_names, half_outputs, full_outputs):
+        half, full = _as_array(half), _as_array(full)
+        if full.ndim == 2 and full.dtype.kind == "f" and full.shape[1] > 1:
+            agree = int(np.sum(half.argmax(axis=1) == full.argmax(axis=1)))
+            notes.append(f"argmax of '{name}' agrees on {agree}/{len(full)} rows")
+    return CheckRow("fp16", "ok" if all(item.ok for item in comparisons) else "fail",
+                    "float16 copy vs float32 model: " + "; ".join(notes),
+                    max((item.max_abs_diff for item in measured), default=None),
+                    max((item.max_rel_diff for item in measured), default=None), batch)
+
+
+def convert_to_float16(path: str | os.PathLike) -> Any:
+    """A float16 copy of the model at ``path``, inputs and outputs kept float32.
+
+    Uses ``onnxruntime.transformers.float16.convert_float_to_float16`` (ONNX Runtime's own
+    converter, no extra package): weights become float16 and Cast nodes convert at the
+    graph's edges. ONNX Runtime's CPU provider runs operators that lack a float16 kernel in
+    float32 (it inserts Casts), so on CPU this measures float16 *storage and rounding*.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+
+
+def _batch_of(feeds: Mapping[str, np.ndarray]) -> int | None:
+    sizes = {value.shape[0] for value in feeds.values() if isinstance(value, np.ndarray) and value.ndim}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _run_row(check: str, session: Any, feeds: Mapping[str, np.ndarray], output_names: Sequence[str],
+             expected: Sequence[Any], tolerances: Mapping[str, Tolerance], batch: int | None, against: str) -> CheckRow:
+    try:
+        outputs = session.run(list(output_names), dict(feeds))
+    except Exception as error:
+        return CheckRow(check, "fail", f"ONNX Runtime failed: {first_line(error)}", batch_size=batch)
+    comparisons = [_compare(name, actual, reference, tolerances[name])
+                   for name, actual, reference in zip(output_names, outputs, expected)]
+    measured = [item for item in comparisons if item.max_abs_diff is not None]
+    failed = [item.note for item in comparisons if not item.ok]
+    detail = f"vs {against}: " + "; ".join(failed or [item.note for item in comparisons])
+    return CheckRow(check, "fail" if failed else "ok", detail,
+                    max((item.max_abs_diff for item in measured), default=None),
+                    max((item.max_rel_diff for item in measured if item.max_rel_diff is not None), default=None), batch)
+
+
+def _shape_only_row(check: str, session: Any, feeds: Mapping[str, np.ndarray], output_names: Sequence[str]) -> CheckRow:
+    """Without a reference, another sequence length has nothing to be compared with: it must run, finite."""
+    try:
+        outputs = [_as_array(value) for value in session.run(list(output_names), dict(feeds))]
+    except Exception as error:
+        return CheckRow(check, "fail", f"ONNX Runtime failed: {first_line(error)}", batch_size=_batch_of(feeds))
+    shapes = ", ".join(f"'{name}' {output.shape}" for name, output in zip(output_names, outputs))
+    infinite = [name for name, output in zip(output_names, outputs) if output.dtype.kind == "f" and not np.isfinite(output).all()]
+    if infinite:
+        return CheckRow(check, "fail", f"ran, but {infinite} hold NaN or infinity", batch_size=_batch_of(feeds))
+    return CheckRow(check, "ok", f"ran (no reference to compare with): {shapes}", batch_size=_batch_of(feeds))
+
+
+def validate_model(model: Any, feeds: Mapping[str, np.ndarray] | None = None,
+                   reference: Callable[[Mapping[str, np.ndarray]], Sequence[Any]] | None = None, *,
+                   name: str | None = None, output_names: Sequence[str] | None = None,
+                   dynamic_axes: Mapping[str, Sequence[int]] | None = None,
+                   batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, dim_sizes: Mapping[str, Sequence[int]] | None = None,
+                   tolerances: Mapping[str, tuple[float, float]] | None = None,
+                   default_tolerance: tuple[float, float] = DEFAULT_TOLERANCE, fp16: bool = True,
+                   fp16_tolerance: tuple[float, float] = FP16_TOLERANCE) -> ValidationResult:
+    """Validate one model, layer by layer, and return a :class:`ValidationResult`.
+
+    Args:
+        model: an :class:`~labsupport.models.ExportedModel` (its path, sample feeds, framework
+            reference, output names and declared dynamic axes are used) or a path.
+        feeds: sample inputs by name, batch on axis 0 (default: the ExportedModel's, or random
+            ones of the declared types for a path).
+        reference: computes the expected outputs (in ``output_names`` order) for feeds. Without
+            one the model is compared with itself at the largest batch size, which still
+            catches outputs that depend on the batch size.
+        batch_sizes: each is cut from the feeds along axis 0 (first rows, repeated cyclically if
+            there are too few) for every input whose axis 0 is dynamic in the graph.
+        dim_sizes: symbolic dimension name (as in the graph, e.g. ``"sequence"``) → sizes to try;
+            every input axis with that symbol is cut or repeated the same way. Without a
+            reference these runs are only required to succeed with finite outputs.
+        tolerances: output name → (atol, rtol); others get ``default_tolerance``. Integer outputs
+            (labels) must match exactly.
+        fp16: also measure a float16 copy against the float32 model (``fp16_tolerance``).
+
+    Raises:
+        ValidationInputError: the file or the feeds cannot be used (one actionable line).
+    """
+    exported = model if hasattr(model, "framework_outputs") else None
+    path = Path(exported.path if exported else model)
+    name = name or (exported.name if exported else path.name)
+    if exported:
+        feeds = exported.sample_feeds if feeds is None else feeds
+        reference = exported.framework_outputs if reference is None else reference
+        output_names = exported.output_names if output_names is None else output_names
+        dynamic_axes = exported.dynamic_axes if dynamic_axes is None else dynamic_axes
+    label = str(path)
+    proto = read_model(path)
+    inputs, outputs = model_signatures(proto)
+    all_outputs = [signature.name for signature in outputs]
+    output_names = list(output_names or all_outputs)
+    for output in output_names:
+        if output not in all_outputs:
+            raise ValidationInputError(f"{label}: output '{output}' is not an output of this model; its outputs are {all_outputs}.")
+    for output in tolerances or {}:
+        if output not in all_outputs:
+            raise ValidationInputError(f"{label}: tolerances name output '{output}', which this model does not have; "
+                                       f"its outputs are {all_outputs}.")
+    per_output = {output: Tolerance(*(tolerances or {}).get(output, default_tolerance)) for output in output_names}
+    result = ValidationResult(name, path)
+
+    result.rows.append(_checker_row(path, proto))
+    try:
+        session = _session(path)
+    except Exception as error:
+        result.rows.append(CheckRow("load", "fail", f"ONNX Runtime cannot load it: {first_line(error)}"))
+        return result
+    result.rows.append(CheckRow("load", "ok", "ONNX Runtime CPU session; inputs " + ", ".join(
+        f"{signature.name}{signature.shape_text()} {signature.type_string}" for signature in inputs)))
+    if dynamic_axes:
+        result.rows.append(_dynamic_axes_row(label, inputs, dynamic_axes))
+
+    batched = [signature.name for signature in inputs if 0 in signature.dynamic_axes]
+    largest = max(batch_sizes) if batched else None
+    if feeds is None:
+        feeds = random_feeds(inputs, largest or 1)
+    check_feeds(label, inputs, feeds)
+    if largest is not None:
+        feeds = {key: _resize_axis(value, 0, max(largest, value.shape[0])) if key in batched else value
+                 for key, value in feeds.items()}
+    symbols = {dim for signature in inputs for axis, dim in enumerate(signature.dims or ()) if axis and isinstance(dim, str)}
+    for symbol in dim_sizes or {}:
+        if symbol not in symbols:
+            raise ValidationInputError(f"{label}: no input has a dynamic dimension named '{symbol}'; "
+                                       f"its named non-batch dimensions are {sorted(symbols)}.")
+
+    if reference is None:
+        full_outputs = [_as_array(value) for value in session.run(output_names, dict(feeds))]
+        size = _batch_of(feeds)
+
+        def reference(part: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            rows = _batch_of(part)
+            return [output[:rows] if rows is not None and output.ndim and output.shape[0] == size else output
+                    for output in full_outputs]
+
+        against = f"this model at batch {size} (no reference given)"
+    else:
+        against = "the reference"
+
+    def expected_for(part: Mapping[str, np.ndarray]) -> list[Any]:
+        values = list(reference(part))
+        if len(values) != len(output_names):
+            raise ValidationInputError(f"{label}: the reference returned {len(values)} arrays for the "
+                                       f"{len(output_names)} outputs {output_names}.")
+        return values
+
+    feed_batch = _batch_of(feeds)
+    for batch in batch_sizes:
+        fixed = [signature for signature in inputs if signature.dims and isinstance(signature.dims[0], int)
+                 and signature.dims[0] != batch]
+        if batched and not fixed:
+            part = {key: _resize_axis(value, 0, batch) if key in batched else value for key, value in feeds.items()}
+        elif batch == feed_batch:
+            part = feeds
+        else:
+            reason = (f"input '{fixed[0].name}' has a fixed batch: {fixed[0].shape_text()}" if fixed
+                      else "no input has a dynamic axis 0")
+            result.rows.append(CheckRow(f"batch {batch}", "skip", reason, batch_size=batch))
+            continue
+        result.rows.append(_run_row(f"batch {batch}", session, part, output_names, expected_for(part), per_output,
+                                    batch, against))
+    if not batched and feed_batch not in batch_sizes:
+        result.rows.append(_run_row(f"batch {feed_batch}", session, feeds, output_names, expected_for(feeds),
+                                    per_output, feed_batch, against))
+    for symbol, sizes in (dim_sizes or {}).items():
+        for size in sizes:
+            part = dict(feeds)
+            for signature in inputs:
+                for axis, dim in enumerate(signature.dims or ()):
+                    if dim == symbol and axis:
+                        part[signature.name] = _resize_axis(part[signature.name], axis, size)
+            if against == "the reference":
+                result.rows.append(_run_row(f"{symbol} {size}", session, part, output_names, expected_for(part),
+                                            per_output, _batch_of(part), against))
+            else:
+                result.rows.append(_shape_only_row(f"{symbol} {size}", session, part, output_names))
+    if fp16:
+        result.rows.append(_fp16_row(path, proto, session, feeds, output_names, Tolerance(*fp16_tolerance)))
+    return result
+
+
+def validate_models(models: Sequence[Any], **options: Any) -> ValidationTable:
+    """Validate every model with the same ``options`` (see :func:`validate_model`) into one table.
+
+    A model whose file or feeds cannot be used gets a row saying why instead of stopping
+    the others. To give one model its own options, validate it alone and build
+    ``ValidationTable([...results])`` yourself.
+    """
+    results = []
+    for model in models:
+        try:
+            results.append(validate_model(model, **options))
+        except ValidationInputError as error:
+            exported = model if hasattr(model, "framework_outputs") else None
+            path = Path(exported.path if exported else model)
+            results.append(ValidationResult(exported.name if exported else path.name, path,
+                                            [CheckRow("input", "fail", str(error))]))
+    return ValidationTable(results)
