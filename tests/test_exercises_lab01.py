@@ -151,11 +151,3 @@ def test_round_trip_with_float64_outputs_is_told_the_dtype():
 
 def test_round_trip_placeholder_is_not_attempted():
     assert_check_unattempted(lab01.RoundTripParity)
-
-
-# Review questions
-
-@pytest.mark.parametrize("question", [lab01.WhyIrNotPickle, lab01.WhenNotOnnx])
-def test_review_questions_are_uncheckable_and_have_model_answers(question):
-    assert evaluate(question, {}).status == "uncheckable"
-    assert len(question.solution) > 100

@@ -13,7 +13,7 @@ from labsupport.checking import ____
 from labsupport.exercises import lab04
 from labsupport.models import quiet_exporter_logs
 from labsupport.models.torch_models import build_digits_cnn, export_digits_cnn, export_sequence_model
-from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted, evaluate
+from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted
 
 DYNAMIC_BATCH = ({0: torch.export.Dim("batch")},)
 
@@ -352,11 +352,3 @@ def test_parity_metrics_placeholder_body_is_not_attempted():
         return ____
 
     assert_check_unattempted(lab04.ParityMetrics, {"parity_metrics": untouched})
-
-
-# Review questions
-
-@pytest.mark.parametrize("question", [lab04.TracingRisk, lab04.CustomDomainTradeoff])
-def test_review_questions_are_uncheckable_and_have_model_answers(question):
-    assert evaluate(question, {}).status == "uncheckable"
-    assert len(question.solution) > 100

@@ -197,18 +197,3 @@ def test_parity_report_returning_one_number_fails():
 
 def test_parity_report_placeholder_is_not_attempted():
     assert_check_unattempted(lab05.ParityReport, {"parity_report": lambda reference, candidate: ____})
-
-
-# Review questions
-
-@pytest.mark.parametrize("problem", [lab05.WhySequentialFails, lab05.LayoutAtTheBoundary, lab05.QuietButNotBlind])
-def test_review_questions_are_uncheckable_with_a_model_answer(problem):
-    assert evaluate(problem, {}).status == "uncheckable"
-    assert len(problem.solution) > 100
-
-
-def test_every_problem_has_a_prompt_two_hints_or_a_model_answer():
-    for problem in lab05.PROBLEMS:
-        assert problem.prompt
-        assert len(problem.hints) >= 2 or issubclass(problem, lab05.ThoughtExperiment)
-        assert problem.solution
