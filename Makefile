@@ -1,7 +1,8 @@
 # The two commands of the README: `make lab` and `make test`.
 # Both create (or reuse) .venv at the repository root from requirements-lock.txt.
 
-PYTHON ?= python3
+# Python 3.11: the pins (torch 2.13 CPU, TensorFlow 2.21) are for 3.11. Override with PYTHON=...
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -13,6 +14,8 @@ NBVAL := $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p tests.notebo
 setup: $(STAMP)
 
 $(STAMP): requirements-lock.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else \
+		"error: $(PYTHON) is Python %d.%d; the course needs 3.11: run make PYTHON=/path/to/python3.11" % sys.version_info[:2])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-lock.txt
