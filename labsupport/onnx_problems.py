@@ -75,7 +75,7 @@ class OnnxModelProblem(Problem):
         return None
 
     def expected_outputs(self, feeds: Mapping[str, np.ndarray]) -> Sequence[np.ndarray]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} defines feeds() and must also define expected_outputs(feeds)")
 
     def check(self, model: Any) -> None:
         self.check_model(self.vars[0], self._as_model(model))
@@ -218,10 +218,10 @@ class SessionParityProblem(Problem):
     atol: float = 1e-5
 
     def feeds(self) -> Mapping[str, np.ndarray]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define feeds(): the inputs to run the session on")
 
     def expected_outputs(self) -> Sequence[np.ndarray]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define expected_outputs(): the reference outputs")
 
     def check(self, answer: Any) -> None:
         name = self.vars[0]
