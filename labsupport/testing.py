@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from labsupport.checking import CheckResult, Problem, ProblemView
 
-__all__ = ["assert_check_failed", "assert_check_passed", "assert_check_unattempted", "evaluate"]
+__all__ = ["assert_check_failed", "assert_check_passed", "assert_check_unattempted", "evaluate", "solution_answer"]
 
 
 def evaluate(problem: type[Problem] | Problem, answers: Mapping[str, Any], lab: str = "test") -> CheckResult:
@@ -40,3 +40,16 @@ def assert_check_unattempted(problem: type[Problem] | Problem, answers: Mapping[
     answers = {name: ____ for name in instance.vars} if answers is None else answers
     result = evaluate(instance, answers)
     assert result.status == "not_attempted", f"expected Not attempted, got {result.status}: {result.message}"
+
+
+def solution_answer(problem: type[Problem], **context: Any) -> Any:
+    """The first variable a problem's declared ``solution`` code defines, run for real.
+
+    Tests use it as the reference answer, so the solution learners are shown is the one
+    proven to pass. ``context`` supplies names the code uses besides ``np`` (e.g. ``onnx``).
+    """
+    import numpy
+
+    namespace: dict[str, Any] = {"np": numpy, **context}
+    exec(compile(problem.solution, f"<{problem.__name__}.solution>", "exec"), namespace)
+    return namespace[problem.vars[0]]

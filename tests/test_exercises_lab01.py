@@ -8,7 +8,7 @@ import pytest
 from labsupport.checking import ____
 from labsupport.exercises import lab01
 from labsupport.models import export_digits_mlp, train_digits_mlp
-from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted, evaluate
+from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted, evaluate, solution_answer
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,7 @@ def _save_variant(model: onnx.ModelProto, path, **save_options):
 
 # Exercise 1 — converters_needed
 
-def converters_reference(frameworks, runtimes, through_ir):
-    return frameworks + runtimes if through_ir else frameworks * runtimes
+converters_reference = solution_answer(lab01.ConverterCount)
 
 
 def test_converter_count_reference_passes():

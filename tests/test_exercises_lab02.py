@@ -9,32 +9,16 @@ from onnx import TensorProto, helper, numpy_helper
 
 from labsupport.checking import ____
 from labsupport.exercises import lab02
-from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted
+from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted, solution_answer
 
 
 # ---------------------------------------------------------------------------
-# Reference answers, written the way the solution notebook writes them
+# Reference answers: each problem's declared solution, run
 # ---------------------------------------------------------------------------
 
-def read_metadata(model):
-    opset = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
-    return model.ir_version, model.producer_name, opset
-
-
-def flat_index(shape, index):
-    offset = 0
-    for size, position in zip(shape, index):
-        offset = offset * size + position
-    return offset
-
-
-def row_major_strides(shape, itemsize):
-    strides = []
-    step = itemsize
-    for size in reversed(shape):
-        strides.insert(0, step)
-        step *= size
-    return tuple(strides)
+read_metadata = solution_answer(lab02.ReadMetadata)
+flat_index = solution_answer(lab02.FlatIndex)
+row_major_strides = solution_answer(lab02.RowMajorStrides)
 
 
 def probabilities_info(key_type=TensorProto.INT64, value_type=TensorProto.FLOAT, name="probabilities"):

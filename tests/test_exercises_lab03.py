@@ -9,7 +9,7 @@ from onnx import helper, numpy_helper, version_converter
 
 from labsupport.checking import ____
 from labsupport.exercises import lab03
-from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted
+from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted, solution_answer
 
 
 def _run(model, feeds):
@@ -21,8 +21,7 @@ def _run(model, feeds):
 # Q1 DefinitionInForce
 # ---------------------------------------------------------------------------
 
-def definition_in_force(op_type, opset):
-    return onnx.defs.get_schema(op_type, opset).since_version
+definition_in_force = solution_answer(lab03.DefinitionInForce, onnx=onnx)
 
 
 def test_definition_in_force_reference_passes():
@@ -123,8 +122,7 @@ def test_upgrade_placeholder_is_not_attempted():
 # Q3 ConvOutputSize
 # ---------------------------------------------------------------------------
 
-def conv_output_size(size, kernel, stride=1, pad_begin=0, pad_end=0, dilation=1):
-    return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
+conv_output_size = solution_answer(lab03.ConvOutputSize)
 
 
 def test_conv_output_size_reference_passes():

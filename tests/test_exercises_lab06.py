@@ -8,35 +8,16 @@ from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
 
 from labsupport.exercises import lab06
-from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted
+from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted, solution_answer
 
 
 # ---------------------------------------------------------------------------
-# Reference answers, written the way the solution notebook writes them
+# Reference answers: each problem's declared solution, run
 # ---------------------------------------------------------------------------
 
-def zipmap_to_matrix(rows):
-    classes = sorted(rows[0])
-    return np.array([[row[label] for label in classes] for row in rows], dtype=np.float32)
-
-
-def classification_parity(onnx_labels, onnx_probabilities, reference_labels, reference_probabilities):
-    agreement = 100 * np.mean(np.asarray(onnx_labels) == np.asarray(reference_labels))
-    max_diff = np.abs(np.asarray(onnx_probabilities, np.float64) - np.asarray(reference_probabilities, np.float64)).max()
-    return float(agreement), float(max_diff)
-
-
-def evaluate_trees(x):
-    x0, x1 = float(x[0]), float(x[1])
-    if x0 <= 0.5:
-        tree_0 = 1.0 if x1 <= 0.25 else 2.0
-    else:
-        tree_0 = 3.0 if x1 <= 0.75 else 5.0
-    if x1 <= 0.5:
-        tree_1 = -0.5 if x0 <= 0.25 else 0.25
-    else:
-        tree_1 = 0.75
-    return 0.125 + tree_0 + tree_1
+zipmap_to_matrix = solution_answer(lab06.ZipMapToMatrix)
+classification_parity = solution_answer(lab06.ClassificationParity)
+evaluate_trees = solution_answer(lab06.EvaluateTinyTrees)
 
 
 def convert_digits(*, name="input", shape=(None, 64), tensor_type=FloatTensorType, zipmap=False,
