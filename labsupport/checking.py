@@ -278,21 +278,39 @@ class FunctionProblem(Problem):
     def cases(self) -> Sequence[tuple[tuple, Any]]:
         return self.test_cases
 
-    def check(self, fn: Any) -> None:
-        name = self.vars[0]
+    def describe_call(self, args: tuple) -> str:
+        """How messages name one call, in backticks; override when the arguments are large."""
+        return f"`{self._call_text(args)}`"
+
+    def _call_text(self, args: tuple) -> str:
+        return f"{self.vars[0]}({', '.join(repr(a) for a in args)})"
+
+    def require_function(self, fn: Any) -> None:
         if not callable(fn):
-            raise Incorrect(f"`{name}` should be a function, but it is a {_type_name(fn)}.")
+            raise Incorrect(f"`{self.vars[0]}` should be a function, but it is a {_type_name(fn)}.")
+
+    def call_answer(self, fn: Callable, args: tuple, *, must_return: bool = True) -> Any:
+        """Call the learner's function on a copy of ``args``.
+
+        An exception it raises, a placeholder it returns or a missing ``return`` becomes
+        the outcome (Incorrect or Not attempted) instead of a traceback.
+        """
+        call = self.describe_call(args)
+        try:
+            actual = fn(*copy.deepcopy(args))
+        except Exception as error:  # the learner's code failed: report it, do not crash
+            raise Incorrect(f"{call} raised {type(error).__name__}: {error}.") from None
+        if contains_placeholder(actual):
+            raise NotAttempted(f"`{self.vars[0]}` still returns the placeholder `____`.")
+        if actual is None and must_return:
+            raise Incorrect(f"{call} returned None. Did you forget a `return` statement?")
+        return actual
+
+    def check(self, fn: Any) -> None:
+        self.require_function(fn)
         for args, expected in self.cases():
-            call = f"{name}({', '.join(repr(a) for a in args)})"
-            try:
-                actual = fn(*copy.deepcopy(args))
-            except Exception as error:  # the learner's code failed: report it, do not crash
-                raise Incorrect(f"`{call}` raised {type(error).__name__}: {error}.") from None
-            if contains_placeholder(actual):
-                raise NotAttempted(f"`{name}` still returns the placeholder `____`.")
-            if actual is None and expected is not None:
-                raise Incorrect(f"`{call}` returned None. Did you forget a `return` statement?")
-            assert_equal(call, actual, expected, rtol=self.rtol, atol=self.atol)
+            actual = self.call_answer(fn, args, must_return=expected is not None)
+            assert_equal(self._call_text(args), actual, expected, rtol=self.rtol, atol=self.atol)
 
 
 class ThoughtExperiment(Problem):

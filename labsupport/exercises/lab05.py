@@ -18,10 +18,8 @@ from labsupport.checking import (
     EqualityProblem,
     FunctionProblem,
     Incorrect,
-    NotAttempted,
     ThoughtExperiment,
     assert_equal,
-    contains_placeholder,
     make_binder,
 )
 from labsupport.onnx_problems import ModelFileProblem
@@ -121,21 +119,14 @@ class ChannelsFirst(FunctionProblem):
         grey = rng.standard_normal((3, 8, 8, 1)).astype(np.float32)
         return [(colour, np.transpose(colour, (0, 3, 1, 2))), (grey, np.transpose(grey, (0, 3, 1, 2)))]
 
+    def describe_call(self, args):
+        return f"`{self.vars[0]}` on a batch of shape {args[0].shape}"
+
     def check(self, fn):
-        name = self.vars[0]
-        if not callable(fn):
-            raise Incorrect(f"`{name}` should be a function, but it is a {type(fn).__name__}.")
+        self.require_function(fn)
         for images, expected in self.cases():
-            call = f"`{name}` on a batch of shape {images.shape}"
-            try:
-                actual = fn(images.copy())
-            except Exception as error:  # the learner's code failed: report it, do not crash
-                raise Incorrect(f"{call} raised {type(error).__name__}: {error}.") from None
-            if contains_placeholder(actual):
-                raise NotAttempted(f"`{name}` still returns the placeholder `____`.")
-            if actual is None:
-                raise Incorrect(f"{call} returned None. Did you forget a `return` statement?")
-            actual = np.asarray(actual)
+            call = self.describe_call((images,))
+            actual = np.asarray(self.call_answer(fn, (images,)))
             if actual.shape != expected.shape:
                 raise Incorrect(f"{call} returned shape {actual.shape}; expected {expected.shape} "
                                 "(batch, channels, height, width).")
@@ -199,20 +190,14 @@ class ParityReport(FunctionProblem):
                     np.array([[0.0, 2.0, 1.0], [0.0, 1.0, 0.5], [1.0, 0.0, 0.0], [0.0, 3.0, 1.0]], np.float32))
         return [(agree, (0.5, 1.0)), (smaller, (1.0, 1.0)), (disagree, (2.0, 0.75))]
 
+    def describe_call(self, args):
+        return f"`{self.vars[0]}` on logits of shape {args[0].shape}"
+
     def check(self, fn):
-        name = self.vars[0]
-        if not callable(fn):
-            raise Incorrect(f"`{name}` should be a function, but it is a {type(fn).__name__}.")
+        self.require_function(fn)
         for (reference, candidate), (want_diff, want_agreement) in self.cases():
-            call = f"`{name}` on logits of shape {reference.shape}"
-            try:
-                result = fn(reference.copy(), candidate.copy())
-            except Exception as error:  # the learner's code failed: report it, do not crash
-                raise Incorrect(f"{call} raised {type(error).__name__}: {error}.") from None
-            if contains_placeholder(result):
-                raise NotAttempted(f"`{name}` still returns the placeholder `____`.")
-            if result is None:
-                raise Incorrect(f"{call} returned None. Did you forget a `return` statement?")
+            call = self.describe_call((reference, candidate))
+            result = self.call_answer(fn, (reference, candidate))
             if not isinstance(result, (tuple, list)) or len(result) != 2:
                 raise Incorrect(f"{call} should return two numbers, (max_abs_diff, argmax_agreement).")
             max_abs_diff, argmax_agreement = result
