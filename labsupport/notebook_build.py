@@ -19,6 +19,7 @@ Nested, unterminated or unopened regions are errors that name the notebook and t
 from __future__ import annotations
 
 import ast
+import copy
 import re
 import textwrap
 from dataclasses import dataclass
@@ -147,7 +148,7 @@ def clean_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def render_student(notebook: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
     """The student rendering of a (clean) solution notebook."""
-    student = nbformat.from_dict(nbformat.from_dict(notebook))
+    student = copy.deepcopy(notebook)
     cells = []
     for index, cell in enumerate(student.cells, start=1):
         if "solution-only" in cell.get("metadata", {}).get("tags", []):
