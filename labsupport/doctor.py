@@ -21,6 +21,8 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
+from labsupport import display
+
 __all__ = ["DoctorReport", "Finding", "diagnose"]
 
 DISTRIBUTION = "onnx-workbook"
@@ -74,11 +76,11 @@ class DoctorReport:
         return "\n".join(lines).lstrip("\n")
 
     def _repr_markdown_(self) -> str:
-        icons = {"ok": "✅", "warn": "⚠️", "fail": "❌"}
-        rows = ["| | section | item | detail |", "|---|---|---|---|"]
+        rows = ["| status | section | item | detail |", "|---|---|---|---|"]
         for finding in self.findings:
+            label = display.DOCTOR_LABELS[finding.status]
             detail = finding.detail + (f" — *fix:* {finding.fix}" if finding.fix and finding.status != "ok" else "")
-            rows.append(f"| {icons[finding.status]} | {finding.section} | {finding.name} | {detail.replace('|', '/')} |")
+            rows.append(f"| {label} | {finding.section} | {finding.name} | {detail.replace('|', '/')} |")
         return "\n".join(rows) + f"\n\n**{self.verdict}**"
 
     def __repr__(self) -> str:

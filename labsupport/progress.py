@@ -2,8 +2,11 @@
 
 Introduced in lab 00. Every Correct ``check()`` is recorded in a small JSON file in the
 user's data directory (``platformdirs``), or in ``$LABSUPPORT_DATA_DIR`` when that is
-set (the test suite points it at a temporary folder). Writes are atomic; a corrupt file
-is reported, moved aside and replaced, and never stops a lab.
+set (the test suite points it at a temporary folder). Each change happens under a lock
+(``progress.json.lock`` beside the file), so two notebooks passing checks at the same
+moment both count, and is written atomically. A corrupt file is reported, moved aside and
+replaced; a malformed entry is reported and ignored or repaired. None of this ever stops
+a lab: problems are one warning line (see :func:`labsupport.display.warn`).
 """
 
 from __future__ import annotations
@@ -12,15 +15,20 @@ import json
 import os
 import tempfile
 import time
-import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import platformdirs
+from filelock import FileLock, Timeout
+
+from labsupport import display
 
 __all__ = [
     "CHECKLIST",
     "ChecklistItem",
+    "ProgressError",
     "checklist_status",
     "load_progress",
     "progress_path",
@@ -31,6 +39,13 @@ __all__ = [
 ]
 
 _FORMAT_VERSION = 1
+_LOCK_TIMEOUT_S = 10.0
+_LISTED_ENTRIES = 3
+_FIX = "set LABSUPPORT_DATA_DIR to a folder you can read and write"
+
+
+class ProgressError(OSError):
+    """The progress file cannot be read, changed or removed; the message says why and what to do."""
 
 
 def progress_path() -> Path:
@@ -43,18 +58,87 @@ def _empty() -> dict:
     return {"version": _FORMAT_VERSION, "passed": {}}
 
 
-class _UnreadableProgress(OSError):
-    """The progress file exists but cannot be read: never overwrite it."""
+def _reason(error: OSError) -> str:
+    """The operating system's reason (``Is a directory``) without Python's ``[Errno 21]`` and path."""
+    return error.strerror or str(error)
 
 
-def _read_progress() -> dict:
-    path = progress_path()
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the lock that every change to ``path`` takes, creating its folder first."""
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ProgressError(f"the data folder {path.parent} is a file, not a folder; {_FIX}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = FileLock(path.with_name(f"{path.name}.lock"), timeout=_LOCK_TIMEOUT_S).acquire()
+    except Timeout:
+        raise ProgressError(f"your progress file {path} stayed locked by another notebook or process for "
+                            f"{_LOCK_TIMEOUT_S:g} s; run this again once it has finished") from None
+    with lock:
+        yield
+
+
+def _describe_json(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list"}.get(type(value), type(value).__name__)
+
+
+def _short_json(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _list_some(items: list[str]) -> str:
+    listed = ", ".join(items[:_LISTED_ENTRIES])
+    return listed + (f" and {len(items) - _LISTED_ENTRIES} more" if len(items) > _LISTED_ENTRIES else "")
+
+
+def _clean_entries(passed: dict, path: Path) -> dict:
+    """The well-formed entries of ``passed``, with unusable counts repaired; one warning names the rest.
+
+    An entry that is not a table (a string, null, a number, a list) is ignored: that check
+    counts as not passed until it passes again. A table whose count is not a whole number
+    of at least 1 still records a pass; its count restarts at 1.
+    """
+    clean, ignored, repaired = {}, [], []
+    for problem_id, entry in passed.items():
+        if not isinstance(entry, dict):
+            ignored.append(f"{problem_id!r} ({_describe_json(entry)}, not a table)")
+            continue
+        count = entry.get("count")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            repaired.append(f"{problem_id!r} ({'count ' + _short_json(count) if 'count' in entry else 'no count'})")
+            entry = {**entry, "count": 1}
+        clean[problem_id] = entry
+    parts = []
+    if ignored:
+        one = len(ignored) == 1
+        parts.append(f"ignored {len(ignored)} malformed {'entry' if one else 'entries'}, {_list_some(ignored)}: "
+                     f"pass {'that check' if one else 'those checks'} again to record {'it' if one else 'them'}")
+    if repaired:
+        one = len(repaired) == 1
+        parts.append(f"repaired {len(repaired)} {'entry' if one else 'entries'} whose count was not a whole number "
+                     f"of passes, {_list_some(repaired)}, so {'its count restarts' if one else 'their counts restart'} "
+                     "at 1")
+    if parts:
+        display.warn(f"your progress file {path}: " + "; ".join(parts) + ".")
+    return clean
+
+
+def _read_progress(path: Path) -> dict:
+    """Read ``path``: missing is empty, corrupt is set aside, malformed entries are cleaned."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return _empty()
     except OSError as error:
-        raise _UnreadableProgress(f"Could not read your progress file {path}: {error}.") from error
+        raise ProgressError(f"could not read your progress file {path} ({_reason(error)}); move it away "
+                            f"or {_FIX}") from error
     try:
         data = json.loads(raw)  # bytes: a file that is not valid UTF-8 is a ValueError like bad JSON
         if not isinstance(data, dict) or not isinstance(data.get("passed"), dict):
@@ -64,14 +148,12 @@ def _read_progress() -> dict:
         try:
             os.replace(path, aside)
         except OSError as move_error:
-            raise _UnreadableProgress(f"Your progress file {path} is unreadable ({error}) and could not be moved "
-                                      f"aside ({move_error}).") from move_error
-        warnings.warn(
-            f"Your progress file {path} was unreadable ({error}); it was moved to {aside} and "
-            "progress starts afresh. Passing the checks again records them again.",
-            stacklevel=3,
-        )
+            raise ProgressError(f"your progress file {path} is unreadable ({error}) and could not be moved "
+                                f"aside ({_reason(move_error)}); {_FIX}") from move_error
+        display.warn(f"your progress file {path} was unreadable ({error}); it was moved to {aside} and progress "
+                     "starts afresh. Passing the checks again records them again.")
         return _empty()
+    data["passed"] = _clean_entries(data["passed"], path)
     return data
 
 
@@ -81,15 +163,15 @@ def load_progress() -> dict:
     A file that cannot be read at all (permissions, a folder in the way) gives a warning
     and empty progress; it is left untouched.
     """
+    path = progress_path()
     try:
-        return _read_progress()
-    except _UnreadableProgress as error:
-        warnings.warn(f"{error} Set LABSUPPORT_DATA_DIR to a folder you can read and write.", stacklevel=2)
+        return _read_progress(path)
+    except ProgressError as error:
+        display.warn(f"no passes are shown: {error}.")
         return _empty()
 
 
 def _write_atomically(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".progress-", suffix=".json")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
@@ -101,27 +183,48 @@ def _write_atomically(path: Path, data: dict) -> None:
 
 
 def record_pass(problem_id: str) -> None:
-    """Record that the check ``problem_id`` passed. Failing to read or write only warns."""
+    """Record that the check ``problem_id`` passed. Failing to read or write only warns.
+
+    Reading, counting and writing happen under the progress file's lock, so passes recorded
+    at the same moment by several notebooks or processes are all counted.
+    """
+    path = progress_path()
     try:
-        data = _read_progress()
-    except _UnreadableProgress as error:
-        warnings.warn(f"{error} This pass was not recorded; set LABSUPPORT_DATA_DIR to a folder "
-                      "you can read and write.", stacklevel=2)
-        return
-    now = time.strftime("%Y-%m-%dT%H:%M:%S")
-    entry = data["passed"].setdefault(problem_id, {"first": now, "count": 0})
-    entry["last"] = now
-    entry["count"] = int(entry.get("count", 0)) + 1
-    try:
-        _write_atomically(progress_path(), data)
+        with _locked(path):
+            data = _read_progress(path)
+            now = time.strftime("%Y-%m-%dT%H:%M:%S")
+            entry = data["passed"].setdefault(problem_id, {"first": now, "count": 0})
+            entry["last"] = now
+            entry["count"] += 1
+            _write_atomically(path, data)
+    except ProgressError as error:
+        display.warn(f"this pass was not recorded: {error}.")
     except OSError as error:
-        warnings.warn(f"Could not save your progress to {progress_path()}: {error}. "
-                      "Set LABSUPPORT_DATA_DIR to a writable folder.", stacklevel=2)
+        display.warn(f"this pass was not recorded: could not save your progress to {path} ({_reason(error)}); "
+                     f"{_FIX}.")
 
 
 def reset_progress() -> None:
-    """Forget every recorded pass."""
-    progress_path().unlink(missing_ok=True)
+    """Forget every recorded pass.
+
+    Raises:
+        ProgressError: the file could not be removed (a folder in its place, a read-only
+            folder); the message names the path and what to do.
+    """
+    path = progress_path()
+    if not path.parent.exists():
+        return
+    try:
+        with _locked(path):
+            if path.is_dir():
+                raise ProgressError(f"{path} is a folder, not a progress file, so it was left alone; move it away "
+                                    f"or {_FIX}")
+            path.unlink(missing_ok=True)
+    except ProgressError:
+        raise
+    except OSError as error:
+        raise ProgressError(f"could not remove your progress file {path} ({_reason(error)}); remove it yourself "
+                            f"or {_FIX}") from error
 
 
 @dataclass(frozen=True)
@@ -208,16 +311,15 @@ def render_checklist(passed: dict | None = None) -> str:
 
 
 def _checklist_markdown(statuses: list[ItemStatus]) -> str:
-    rows = ["| | self-assessment item | what next |", "|---|---|---|"]
+    rows = ["| ticked | self-assessment item | what next |", "|---|---|---|"]
     for status in statuses:
-        rows.append(f"| {'✅' if status.ticked else '⬜'} | {status.item.text} | {_advice(status) or 'done'} |")
+        label = display.CHECKLIST_LABELS[status.ticked]
+        rows.append(f"| {label} | {status.item.text} | {_advice(status) or 'done'} |")
     done = sum(status.ticked for status in statuses)
     return "\n".join(rows) + f"\n\n**{done} of {len(statuses)} items ticked.** Progress file: `{progress_path()}`"
 
 
 def show_checklist() -> None:
     """Show the checklist: a table in JupyterLab, the plain text of :func:`render_checklist` elsewhere."""
-    from labsupport.checking import _show
-
     passed = load_progress()["passed"]
-    _show(_checklist_markdown(checklist_status(passed)), render_checklist(passed))
+    display.show(_checklist_markdown(checklist_status(passed)), render_checklist(passed))

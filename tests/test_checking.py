@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -24,6 +26,7 @@ from labsupport.testing import (
     assert_check_unattempted,
     evaluate,
 )
+from tests.test_display import assert_every_icon_has_a_word, capture_jupyter
 
 
 @pytest.fixture(autouse=True)
@@ -332,6 +335,50 @@ def test_check_prints_plain_text_outcomes_in_a_console(capsys):
     assert lines[1].startswith("Incorrect (q1): `opset` = 13 is too small.")
     assert lines[2].startswith("Not attempted (q1): Replace the `____` in `opset`")
     assert not any("**" in line or "✅" in line for line in lines)
+
+
+MALFORMED_ENTRIES = {"a string": "passed", "null": None, "a number": 3, "a list": [1, 2],
+                     "a string count": {"count": "three"}, "a null count": {"count": None},
+                     "a boolean count": {"count": True}, "no count": {"first": "2026-01-01T00:00:00"}}
+
+
+@pytest.mark.parametrize("entry", MALFORMED_ENTRIES.values(), ids=MALFORMED_ENTRIES.keys())
+def test_a_correct_answer_is_shown_and_recorded_despite_a_malformed_progress_entry(tmp_path, capsys, entry):
+    passed = {"99_test.OpsetAnswer": entry}
+    (tmp_path / "progress.json").write_text(json.dumps({"version": 1, "passed": passed}))
+    view_of(OpsetAnswer, opset=21).check()
+    captured = capsys.readouterr()
+    assert captured.out == "Correct (q1): Well done.\n"
+    (warning,) = captured.err.splitlines()
+    assert warning.startswith("labsupport: warning: your progress file ")
+    assert "'99_test.OpsetAnswer'" in warning
+    count = json.loads((tmp_path / "progress.json").read_text())["passed"]["99_test.OpsetAnswer"]["count"]
+    assert count == (2 if isinstance(entry, dict) else 1)
+
+
+def test_a_correct_answer_is_shown_when_progress_cannot_be_saved(tmp_path, capsys):
+    (tmp_path / "progress.json").mkdir()
+    view_of(OpsetAnswer, opset=21).check()
+    captured = capsys.readouterr()
+    assert captured.out == "Correct (q1): Well done.\n"
+    (warning,) = captured.err.splitlines()
+    assert warning.startswith("labsupport: warning: this pass was not recorded: could not read your progress file")
+
+
+def test_outcomes_hints_and_solutions_in_jupyter_have_a_word_beside_every_icon(monkeypatch):
+    published = capture_jupyter(monkeypatch)
+    view_of(OpsetAnswer, opset=21).check()
+    view_of(OpsetAnswer, opset=13).check()
+    view_of(OpsetAnswer, opset=____).check()
+    view_of(Explain).check()
+    view_of(OpsetAnswer).hint()
+    view_of(OpsetAnswer).solution()
+    markdowns = [bundle["text/markdown"] for bundle in published]
+    assert [markdown.split(" (q1)")[0] for markdown in markdowns[:4]] == [
+        "✅ **Correct**", "❌ **Incorrect**", "✏️ **Not attempted**", "💭 **Your own words**"]
+    for markdown in markdowns:
+        assert_every_icon_has_a_word(markdown)
+    assert all("✅" not in bundle["text/plain"] for bundle in published)
 
 
 def test_next_step_advice_names_the_hint_command(capsys):

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from labsupport import doctor
+from tests.test_display import assert_every_icon_has_a_word
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +89,22 @@ def test_an_uninstalled_course_package_is_not_ready(monkeypatch):
 def test_markdown_rendering_is_a_table_ending_with_the_verdict(report):
     markdown = report._repr_markdown_()
     rows = markdown.split("\n\n")[0].splitlines()
-    assert rows[:2] == ["| | section | item | detail |", "|---|---|---|---|"]
+    assert rows[:2] == ["| status | section | item | detail |", "|---|---|---|---|"]
     assert len(rows) == 2 + len(report.findings)
     assert all(row.startswith("| ") and row.endswith(" |") and row.count("|") == 5 for row in rows[2:])
     assert markdown.endswith(f"**{report.verdict}**")
+
+
+def test_every_status_icon_of_the_markdown_report_has_a_word_beside_it():
+    report = doctor.DoctorReport([
+        doctor.Finding("Python", "python", "ok", "3.11.9"),
+        doctor.Finding("Native toolchain", "cmake", "warn", "not found", "apt-get install cmake"),
+        doctor.Finding("Packages", "onnx", "fail", "not installed", "make setup"),
+    ])
+    markdown = report._repr_markdown_()
+    statuses = [row.split(" | ")[0].removeprefix("| ") for row in markdown.split("\n\n")[0].splitlines()[2:]]
+    assert statuses == ["✅ ok", "⚠️ warning", "❌ fail"]
+    assert_every_icon_has_a_word(markdown)
 
 
 def test_the_doctor_command_exits_zero_and_prints_a_verdict():
