@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from labsupport import progress
+from labsupport import display, progress
 
 __all__ = [
     "____",
@@ -126,35 +126,45 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def _named(name: str) -> str:
+    """How a message names the value: a bare variable name in backticks, a description as it is."""
+    return name if "`" in name else f"`{name}`"
+
+
+def _item_name(name: str, position: int) -> str:
+    return f"item {position} of {name}" if "`" in name else f"{name}[{position}]"
+
+
 def assert_equal(name: str, actual: Any, expected: Any, *, rtol: float = 1e-7, atol: float = 0.0) -> None:
     """Raise :class:`Incorrect` unless ``actual`` matches ``expected``.
 
     Numbers and arrays are compared with ``rtol``/``atol``; sequences position by
     position; everything else with ``==``. Messages name ``name`` and the kind of
-    value expected, never the expected value itself.
+    value expected, never the expected value itself. ``name`` is a variable name, shown in
+    backticks, or a description that already carries its own (``"`f(x)` on the digits"``).
     """
     if isinstance(expected, (bool, np.bool_)):
         if not isinstance(actual, (bool, np.bool_)):
-            raise Incorrect(f"`{name}` should be True or False, but it is a {_type_name(actual)}.")
+            raise Incorrect(f"{_named(name)} should be True or False, but it is a {_type_name(actual)}.")
         if bool(actual) != bool(expected):
-            raise Incorrect(f"`{name}` is {bool(actual)}, which is not right.")
+            raise Incorrect(f"{_named(name)} is {bool(actual)}, which is not right.")
         return
     if isinstance(expected, np.dtype) or (isinstance(expected, type) and issubclass(expected, np.generic)):
         try:
             actual_dtype = np.dtype(actual)
         except TypeError:
-            raise Incorrect(f"`{name}` should be a NumPy dtype such as `np.float32`, but it is a {_type_name(actual)}.") from None
+            raise Incorrect(f"{_named(name)} should be a NumPy dtype such as `np.float32`, but it is a {_type_name(actual)}.") from None
         if actual_dtype != np.dtype(expected):
-            raise Incorrect(f"`{name}` is the dtype `{actual_dtype}`, which is not the one expected.")
+            raise Incorrect(f"{_named(name)} is the dtype `{actual_dtype}`, which is not the one expected.")
         return
     if isinstance(expected, numbers.Number):
         _assert_number(name, actual, expected, rtol=rtol, atol=atol)
         return
     if isinstance(expected, str):
         if not isinstance(actual, str):
-            raise Incorrect(f"`{name}` should be a string, but it is a {_type_name(actual)}.")
+            raise Incorrect(f"{_named(name)} should be a string, but it is a {_type_name(actual)}.")
         if actual.strip() != expected.strip():
-            raise Incorrect(f"`{name}` is the string {actual!r}, which is not the one expected.")
+            raise Incorrect(f"{_named(name)} is the string {actual!r}, which is not the one expected.")
         return
     if isinstance(expected, np.ndarray):
         _assert_array(name, actual, expected, rtol=rtol, atol=atol)
@@ -164,54 +174,54 @@ def assert_equal(name: str, actual: Any, expected: Any, *, rtol: float = 1e-7, a
         return
     if isinstance(expected, (set, frozenset)):
         if not isinstance(actual, (set, frozenset, list, tuple)):
-            raise Incorrect(f"`{name}` should be a set, but it is a {_type_name(actual)}.")
+            raise Incorrect(f"{_named(name)} should be a set, but it is a {_type_name(actual)}.")
         actual_set = set(actual)
         if len(actual_set) != len(expected):
-            raise Incorrect(f"`{name}` has {len(actual_set)} distinct items; expected {len(expected)}.")
+            raise Incorrect(f"{_named(name)} has {len(actual_set)} distinct items; expected {len(expected)}.")
         if actual_set != set(expected):
-            raise Incorrect(f"`{name}` has the right number of items, but not the right items.")
+            raise Incorrect(f"{_named(name)} has the right number of items, but not the right items.")
         return
     if actual != expected:
-        raise Incorrect(f"`{name}` is not the value expected.")
+        raise Incorrect(f"{_named(name)} is not the value expected.")
 
 
 def _assert_number(name: str, actual: Any, expected: numbers.Number, *, rtol: float, atol: float) -> None:
     if isinstance(actual, (bool, np.bool_)) or not isinstance(actual, (numbers.Number, np.generic)):
-        raise Incorrect(f"`{name}` should be a number, but it is a {_type_name(actual)}.")
+        raise Incorrect(f"{_named(name)} should be a number, but it is a {_type_name(actual)}.")
     if isinstance(expected, numbers.Integral) and not float(actual).is_integer():
-        raise Incorrect(f"`{name}` should be a whole number, but it is {actual!r}.")
+        raise Incorrect(f"{_named(name)} should be a whole number, but it is {actual!r}.")
     if not np.isclose(float(actual), float(expected), rtol=rtol, atol=atol):
         if float(actual) < float(expected):
-            raise Incorrect(f"`{name}` = {actual!r} is too small.")
-        raise Incorrect(f"`{name}` = {actual!r} is too large.")
+            raise Incorrect(f"{_named(name)} = {actual!r} is too small.")
+        raise Incorrect(f"{_named(name)} = {actual!r} is too large.")
 
 
 def _assert_sequence(name: str, actual: Any, expected: Sequence, *, rtol: float, atol: float) -> None:
     if isinstance(actual, np.ndarray):
         actual = actual.tolist()
     if not isinstance(actual, (tuple, list)):
-        raise Incorrect(f"`{name}` should be a {_type_name(expected)} of {len(expected)} items, but it is a {_type_name(actual)}.")
+        raise Incorrect(f"{_named(name)} should be a {_type_name(expected)} of {len(expected)} items, but it is a {_type_name(actual)}.")
     if len(actual) != len(expected):
-        raise Incorrect(f"`{name}` has {len(actual)} items; expected {len(expected)}.")
+        raise Incorrect(f"{_named(name)} has {len(actual)} items; expected {len(expected)}.")
     for position, (got, want) in enumerate(zip(actual, expected)):
-        assert_equal(f"{name}[{position}]", got, want, rtol=rtol, atol=atol)
+        assert_equal(_item_name(name, position), got, want, rtol=rtol, atol=atol)
 
 
 def _assert_array(name: str, actual: Any, expected: np.ndarray, *, rtol: float, atol: float) -> None:
     if not isinstance(actual, (np.ndarray, list, tuple)) and not hasattr(actual, "__array__"):
-        raise Incorrect(f"`{name}` should be an array of shape {expected.shape}, but it is a {_type_name(actual)}.")
+        raise Incorrect(f"{_named(name)} should be an array of shape {expected.shape}, but it is a {_type_name(actual)}.")
     actual_array = np.asarray(actual)
     if actual_array.shape != expected.shape:
-        raise Incorrect(f"`{name}` has shape {actual_array.shape}; expected shape {expected.shape}.")
+        raise Incorrect(f"{_named(name)} has shape {actual_array.shape}; expected shape {expected.shape}.")
     if isinstance(actual, np.ndarray) and actual_array.dtype != expected.dtype:
-        raise Incorrect(f"`{name}` has dtype {actual_array.dtype}; expected dtype {expected.dtype}.")
+        raise Incorrect(f"{_named(name)} has dtype {actual_array.dtype}; expected dtype {expected.dtype}.")
     if expected.dtype.kind in "fc":
         if not np.allclose(actual_array, expected, rtol=rtol, atol=atol, equal_nan=True):
             worst = float(np.nanmax(np.abs(actual_array.astype(np.float64) - expected.astype(np.float64))))
-            raise Incorrect(f"`{name}` has the right shape, but its values differ from the reference by up to {worst:.3g}.")
+            raise Incorrect(f"{_named(name)} has the right shape, but its values differ from the reference by up to {worst:.3g}.")
     elif not np.array_equal(actual_array, expected):
         wrong = int(np.sum(actual_array != expected))
-        raise Incorrect(f"`{name}` has the right shape, but {wrong} of its {expected.size} entries are wrong.")
+        raise Incorrect(f"{_named(name)} has the right shape, but {wrong} of its {expected.size} entries are wrong.")
 
 
 # ---------------------------------------------------------------------------
@@ -310,7 +320,7 @@ class FunctionProblem(Problem):
         self.require_function(fn)
         for args, expected in self.cases():
             actual = self.call_answer(fn, args, must_return=expected is not None)
-            assert_equal(self._call_text(args), actual, expected, rtol=self.rtol, atol=self.atol)
+            assert_equal(self.describe_call(args), actual, expected, rtol=self.rtol, atol=self.atol)
 
 
 class ThoughtExperiment(Problem):
@@ -336,29 +346,6 @@ class CheckResult:
     @property
     def is_correct(self) -> bool:
         return self.status == "correct"
-
-
-_LABELS = {
-    "correct": ("✅", "Correct"),
-    "incorrect": ("❌", "Incorrect"),
-    "not_attempted": ("✏️", "Not attempted"),
-    "uncheckable": ("💭", "Your own words"),
-}
-
-
-def _show(markdown: str, plain: str) -> None:
-    """Rich markdown in a Jupyter kernel, plain text in a console or a script."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # IPython is part of the course stack, but stay usable without it
-        get_ipython = None  # type: ignore[assignment]
-    shell = get_ipython() if get_ipython else None
-    if shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell":
-        from IPython.display import display
-
-        display({"text/markdown": markdown, "text/plain": plain}, raw=True)
-    else:
-        print(plain)
 
 
 class ProblemView:
@@ -414,12 +401,13 @@ class ProblemView:
     def check(self) -> None:
         """Judge the answer, show the outcome and record a pass in the learner's progress."""
         result = self.evaluate()
-        icon, label = _LABELS[result.status]
+        icon, label = display.CHECK_LABELS[result.status]
         text = " ".join(part for part in (result.message, self._next_step(result.status)) if part)
         if result.is_correct:
-            progress.record_pass(self.problem_id)
             text = "Well done."
-        _show(f"{icon} **{label}** ({self.name}): {text}", f"{label} ({self.name}): {text}")
+        display.show(f"{icon} **{label}** ({self.name}): {text}", f"{label} ({self.name}): {text}")
+        if result.is_correct:
+            progress.record_pass(self.problem_id)
         if result.status == "incorrect" and is_strict():
             raise IncorrectAnswerError(f"{self.lab} {self.name}: {result.message}")
         if result.status == "not_attempted" and _expect_solved():
@@ -429,32 +417,38 @@ class ProblemView:
         """Show hint ``n`` (1-based)."""
         hints = self.problem.hints
         if not hints:
-            _show(f"There is no hint for {self.name}.", f"There is no hint for {self.name}.")
+            display.show(f"There is no hint for {self.name}.", f"There is no hint for {self.name}.")
             return
         try:
             n = min(max(int(n), 1), len(hints))
         except (TypeError, ValueError):
-            _show(f"`{self.name}.hint()` takes a hint number such as 1 or 2.", f"{self.name}.hint() takes a hint number such as 1 or 2.")
+            display.show(f"`{self.name}.hint()` takes a hint number such as 1 or 2.",
+                         f"{self.name}.hint() takes a hint number such as 1 or 2.")
             return
         more = f" (`{self.name}.hint({n + 1})` for another)" if n < len(hints) else ""
-        _show(f"💡 **Hint {n}**{more}: {hints[n - 1]}", f"Hint {n}{more}: {hints[n - 1]}")
+        display.show(f"💡 **Hint {n}**{more}: {hints[n - 1]}", f"Hint {n}{more}: {hints[n - 1]}")
 
     def solution(self) -> None:
         """Show the model answer."""
         body = self.problem.solution.strip()
         markdown = f"```python\n{body}\n```" if self.problem.solution_is_code else body
-        _show(f"📖 **Solution** ({self.name}):\n\n{markdown}", f"Solution ({self.name}):\n{body}")
+        display.show(f"📖 **Solution** ({self.name}):\n\n{markdown}", f"Solution ({self.name}):\n{body}")
 
 
-def bind_problems(lab: str, problems: Sequence[type[Problem]], namespace: Mapping[str, Any]) -> list[ProblemView]:
-    """Make the views ``q1``, ``q2`` … for a lab's problems, reading from ``namespace``."""
+def bind_problems(lab: str, problems: Sequence[type[Problem]], namespace: dict[str, Any]) -> list[ProblemView]:
+    """Make the views ``q1``, ``q2`` … for a lab's problems, reading from ``namespace``.
+
+    Binding also puts the placeholder ``____`` into ``namespace``, so the blanks of the lab's
+    exercise cells run untouched without the first cell showing ``____`` as a blank to fill.
+    """
+    namespace["____"] = ____
     return [ProblemView(problem(), f"q{number}", lab, namespace) for number, problem in enumerate(problems, start=1)]
 
 
-def make_binder(lab: str, problems: Sequence[type[Problem]]) -> Callable[[Mapping[str, Any]], list[ProblemView]]:
+def make_binder(lab: str, problems: Sequence[type[Problem]]) -> Callable[[dict[str, Any]], list[ProblemView]]:
     """Give a lab module its ``bind(globals())`` function."""
 
-    def bind(namespace: Mapping[str, Any]) -> list[ProblemView]:
+    def bind(namespace: dict[str, Any]) -> list[ProblemView]:
         return bind_problems(lab, problems, namespace)
 
     bind.__doc__ = f"Return the views q1…q{len(problems)} of lab {lab}, reading answers from ``namespace``."

@@ -7,11 +7,15 @@ notebook's namespace would.
 
 from __future__ import annotations
 
+import ast
+import difflib
+import re
 from typing import Any, Mapping
 
 from labsupport.checking import CheckResult, Problem, ProblemView
 
-__all__ = ["assert_check_failed", "assert_check_passed", "assert_check_unattempted", "evaluate", "solution_answer"]
+__all__ = ["assert_check_failed", "assert_check_passed", "assert_check_unattempted", "evaluate", "hint_leaks",
+           "solution_answer"]
 
 
 def evaluate(problem: type[Problem] | Problem, answers: Mapping[str, Any], lab: str = "test") -> CheckResult:
@@ -53,3 +57,41 @@ def solution_answer(problem: type[Problem], **context: Any) -> Any:
     namespace: dict[str, Any] = {"np": numpy, **context}
     exec(compile(problem.solution, f"<{problem.__name__}.solution>", "exec"), namespace)
     return namespace[problem.vars[0]]
+
+
+_CODE_TOKEN = re.compile(r"[A-Za-z_]\w*|\d+(?:\.\d+)?|[^\sA-Za-z_\d'\"`]")
+_COMPOUND = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.If, ast.For, ast.While, ast.With, ast.Try)
+_MIN_STATEMENT_TOKENS = 5
+_LEAK_COVERAGE = 0.7
+
+
+def _solution_statements(code: str) -> list[str]:
+    """Every simple statement of the solution (assignments, calls, returns…), nested ones included."""
+    tree = ast.parse(code)
+    return [ast.get_source_segment(code, node) or "" for node in ast.walk(tree)
+            if isinstance(node, ast.stmt) and not isinstance(node, _COMPOUND)]
+
+
+def hint_leaks(problem: type[Problem]) -> list[tuple[int, str]]:
+    """The (hint number, solution statement) pairs where a hint spells out a statement of the solution.
+
+    A hint nudges; ``solution()`` answers. A statement of five or more code tokens counts as
+    leaked when runs of at least three consecutive tokens of it, in order, cover 70 % of it in
+    the hint. Quotes, backticks and spacing are ignored, and so are qualifiers the hint adds
+    (``onnx.helper.make_…`` still matches ``helper.make_…``). Naming a function is fine; writing
+    the call with its arguments is not.
+    """
+    if not problem.solution_is_code:
+        return []
+    statements = [(statement, _CODE_TOKEN.findall(statement)) for statement in _solution_statements(problem.solution)]
+    leaks = []
+    for number, hint in enumerate(problem.hints, start=1):
+        hint_tokens = _CODE_TOKEN.findall(hint)
+        for statement, tokens in statements:
+            if len(tokens) < _MIN_STATEMENT_TOKENS:
+                continue
+            matcher = difflib.SequenceMatcher(None, tokens, hint_tokens, autojunk=False)
+            covered = sum(block.size for block in matcher.get_matching_blocks() if block.size >= 3)
+            if covered >= _LEAK_COVERAGE * len(tokens):
+                leaks.append((number, statement))
+    return leaks
