@@ -7,9 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # nbval runs each notebook in a kernel of this environment; progress goes to a scratch folder
-NBVAL := $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p tests.notebook_timing -q
+NBVAL := $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p tests.notebook_timing -p tests.nbval_stderr -q
 
-.PHONY: lab test test-unit test-solutions test-notebooks setup notebooks lock clean
+.PHONY: lab edit test test-unit test-solutions test-notebooks test-lab lint setup notebooks lock clean
 
 setup: $(STAMP)
 
@@ -26,13 +26,33 @@ $(STAMP): requirements-lock.txt pyproject.toml
 # JupyterLab refuses to start as root unless told; containers often run as root
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Learners work in a copy outside git's view: make lab never overwrites a notebook already there
+WORKSPACE ?= workspace
+
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/ $(ALLOW_ROOT) $(LAB_ARGS)
+	$(BIN)/python -m labsupport seed-workspace --workspace "$(WORKSPACE)"
+	$(BIN)/jupyter lab "$(WORKSPACE)" $(ALLOW_ROOT) $(LAB_ARGS)
+
+# Authors: open solutions/ (the source of truth) for editing; run `make notebooks` afterwards
+edit: $(STAMP)
+	$(BIN)/jupyter lab solutions/ $(ALLOW_ROOT) $(LAB_ARGS)
 
 test: test-unit test-solutions test-notebooks
 
+lint: $(STAMP)
+	$(BIN)/ruff check labsupport tests
+
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# One lab while you write it: make test-lab LAB=03 (its exercise tests, then both notebooks)
+test-lab: $(STAMP)
+	@test -n "$(LAB)" || { echo "error: say which lab, e.g. make test-lab LAB=03"; exit 2; }
+	@ls solutions/$(LAB)_*.ipynb >/dev/null 2>&1 || { echo "error: no solutions/$(LAB)_*.ipynb; labs are $$(ls solutions | cut -c1-2 | tr '\n' ' ')"; exit 2; }
+	$(BIN)/python -m labsupport build-notebooks --check
+	$(BIN)/python -m pytest tests/test_exercises_lab$(LAB).py tests/test_hints.py tests/test_course_text.py -q
+	LABSUPPORT_STRICT=1 LABSUPPORT_EXPECT_SOLVED=1 $(NBVAL) solutions/$(LAB)_*.ipynb
+	$(NBVAL) notebooks/$(LAB)_*.ipynb
 
 test-solutions: $(STAMP)
 	LABSUPPORT_STRICT=1 LABSUPPORT_EXPECT_SOLVED=1 $(NBVAL) solutions

@@ -56,6 +56,7 @@ def test_no_solution_is_left_in_student_notebooks(path):
     code = _code(_read(path))
     assert BEGIN not in code and END not in code
     assert not re.search(r"#\s*SOLUTION\s*$", code, flags=re.MULTILINE)
+    render_student(_read(path), path.name)  # a near-miss marker (###BEGIN SOLUTION, # solution…) raises BuildError
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda path: path.name)

@@ -1,4 +1,5 @@
-"""`make lab` (the README's first command) starts JupyterLab on notebooks/ from .venv."""
+"""`make lab` (the README's first command) seeds the learner's workspace from notebooks/ and
+starts JupyterLab on it from .venv; a learner's answers in the workspace are never overwritten."""
 
 import json
 import os
@@ -21,10 +22,14 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not (ROOT / ".venv" / ".installed").exists(), reason="needs the .venv that `make` sets up")
-def test_make_lab_serves_the_student_notebooks(tmp_path):
+def test_make_lab_serves_a_workspace_seeded_from_the_student_notebooks_keeping_the_learners_answers(tmp_path):
     port, token = _free_port(), "workbook-test"
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    answered = workspace / "00_setup.ipynb"
+    answered.write_text('{"learner": "my answers"}')
     arguments = f"--no-browser --ip=127.0.0.1 --port={port} --IdentityProvider.token={token}"
-    environment = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path), LAB_ARGS=arguments)
+    environment = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path), LAB_ARGS=arguments, WORKSPACE=str(workspace))
     server = subprocess.Popen(["make", "--no-print-directory", "lab"], cwd=ROOT, env=environment,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -40,6 +45,8 @@ def test_make_lab_serves_the_student_notebooks(tmp_path):
         assert listing is not None, "JupyterLab did not answer within 60 s"
         served = {entry["name"] for entry in listing["content"]}
         assert {path.name for path in (ROOT / "notebooks").glob("*.ipynb")} <= served
+        assert answered.read_text() == '{"learner": "my answers"}'
+        assert (workspace / "01_interoperability.ipynb").read_bytes() == (ROOT / "notebooks" / "01_interoperability.ipynb").read_bytes()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernelspecs?token={token}", timeout=5) as reply:
             kernelspecs = json.load(reply)
         assert kernelspecs["default"] == "python3"
