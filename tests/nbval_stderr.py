@@ -1,0 +1,81 @@
+"""pytest plugin for the notebook runs (``-p tests.nbval_stderr``, see the Makefile).
+
+A cell that writes to stderr fails its nbval item unless it carries the cell tag
+``expects-stderr``. Warnings and library noise are part of what a learner sees: each one
+is either silenced at its source (with a reason in the prose) or tagged and explained in
+the prose beside the cell. Without this plugin a new warning would creep into a lab
+unnoticed, because nbval's lax mode compares no outputs.
+
+The kernel nbval starts must see what a learner's kernel sees. ipykernel forwards what
+native libraries (TensorFlow's C++ logging, oneDNN) write straight to file descriptor 2,
+except when ``PYTEST_CURRENT_TEST`` is in its environment; pytest sets that variable while a
+test sets up, which is when nbval starts the kernel. The plugin starts the kernel
+without it, so such lines reach the cell's outputs as they reach JupyterLab.
+
+In the solutions run (``LABSUPPORT_EXPECT_SOLVED=1``) a tagged cell that writes nothing
+to stderr fails too, so the tag and the prose explaining it cannot go stale. Student
+notebooks are exempt from that half: a cell left with a placeholder may well stay quiet.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+STDERR_TAG = "expects-stderr"
+_SHOWN_CHARACTERS = 600
+
+
+def _is_solutions_run() -> bool:
+    return os.environ.get("LABSUPPORT_EXPECT_SOLVED", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def stderr_text(outputs) -> str:
+    """Everything a cell's outputs wrote to stderr, in order."""
+    return "".join(output.get("text", "") for output in outputs or ()
+                   if output.get("output_type") == "stream" and output.get("name") == "stderr")
+
+
+def stderr_problem(tags, stderr: str, *, solutions_run: bool) -> str | None:
+    """Why a cell's stderr breaks the rule, or None when it keeps it."""
+    tagged = STDERR_TAG in (tags or ())
+    if stderr and not tagged:
+        shown = stderr if len(stderr) <= _SHOWN_CHARACTERS else stderr[:_SHOWN_CHARACTERS] + " …"
+        return (f"the cell wrote to stderr but is not tagged '{STDERR_TAG}':\n{shown}\n"
+                f"Silence the message at its source (and say why in the prose), or tag the cell "
+                f"'{STDERR_TAG}' and explain in the prose what it prints.")
+    if tagged and not stderr and solutions_run:
+        return (f"the cell is tagged '{STDERR_TAG}' but wrote nothing to stderr: remove the tag and the prose "
+                "that explains the message.")
+    return None
+
+
+class UnexpectedStderr(AssertionError):
+    """A notebook cell broke the stderr rule."""
+
+
+def _start_kernel_as_jupyterlab_would(start_new_kernel):
+    def start(*args, **kwargs):
+        kwargs.setdefault("env", {key: value for key, value in os.environ.items() if key != "PYTEST_CURRENT_TEST"})
+        return start_new_kernel(*args, **kwargs)
+
+    return start
+
+
+def pytest_configure(config) -> None:
+    import nbval.kernel
+
+    nbval.kernel.start_new_kernel = _start_kernel_as_jupyterlab_would(nbval.kernel.start_new_kernel)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    result = yield
+    cell = getattr(item, "cell", None)
+    if cell is not None and cell.get("cell_type") == "code":
+        problem = stderr_problem(cell.get("metadata", {}).get("tags", []), stderr_text(item.test_outputs),
+                                 solutions_run=_is_solutions_run())
+        if problem:
+            raise UnexpectedStderr(f"{item.nodeid}: {problem}")
+    return result
