@@ -2,6 +2,8 @@
 
 One module per concern: ``checking`` (exercises), ``onnx_problems`` (ONNX-specific
 exercise kinds), ``exercises`` (each lab's problems), ``progress`` (the checklist),
+``display`` (markdown in JupyterLab, plain text elsewhere, labelled status icons, warnings),
+``model_loader`` (reads every model file: one actionable line for bad input, the memory budget),
 ``models`` (reference models and data), ``plots``, ``doctor``, ``notebook_build`` (the
 generator) and ``cli``. Importing this package is cheap: heavy frameworks are imported
 by the functions that need them.

@@ -4,7 +4,8 @@ Commands:
   doctor            is this environment ready for the labs? (non-zero exit if not)
   progress          the self-assessment checklist, ticked from the checks you passed
   build-notebooks   render notebooks/ from solutions/ (``--check``: only report drift)
-  check MODEL.onnx  validate a model file with lab 07's harness (exit 0 valid, 1 invalid, 2 unreadable)
+  seed-workspace    copy notebooks/ into the learner's workspace without overwriting (``make lab``)
+  check MODEL.onnx  validate a model file with lab 07's harness (exit 0 valid, 1 fails a check, 2 cannot be read or used)
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ __all__ = ["main"]
 
 def _repository_root() -> Path:
     """The folder holding solutions/: the current one, or the one above this package."""
-    for candidate in (Path.cwd(), Path(__file__).resolve().parent.parent):
+    from labsupport.notebook_build import BuildError
+
+    candidates = (Path.cwd(), Path(__file__).resolve().parent.parent)
+    for candidate in candidates:
         if (candidate / "solutions").is_dir():
             return candidate
-    raise SystemExit("error: no solutions/ folder here or beside labsupport/; run this from the repository root.")
+    raise BuildError(f"no solutions/ folder in {candidates[0]} or {candidates[1]}; run this from the repository root.")
 
 
 def _doctor(arguments: argparse.Namespace) -> int:
@@ -36,7 +40,11 @@ def _progress(arguments: argparse.Namespace) -> int:
     from labsupport import progress
 
     if arguments.reset:
-        progress.reset_progress()
+        try:
+            progress.reset_progress()
+        except progress.ProgressError as error:
+            print(f"error: {error}.", file=sys.stderr)
+            return 2
         print(f"Progress forgotten ({progress.progress_path()}).")
         return 0
     print(progress.render_checklist())
@@ -46,8 +54,8 @@ def _progress(arguments: argparse.Namespace) -> int:
 def _build_notebooks(arguments: argparse.Namespace) -> int:
     from labsupport.notebook_build import BuildError, build_all
 
-    root = _repository_root()
     try:
+        root = _repository_root()
         drifts = build_all(root, check=arguments.check)
     except BuildError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -62,8 +70,12 @@ def _build_notebooks(arguments: argparse.Namespace) -> int:
               "edit solutions/, never notebooks/.", file=sys.stderr)
         return 1
     for drift in drifts:
-        print(f"wrote {drift.path.relative_to(root)}")
-    print(f"{len(drifts)} notebook(s) written." if drifts else "Everything was already up to date.")
+        print(f"{'removed' if drift.removed else 'wrote'} {drift.path.relative_to(root).as_posix()}")
+    removed = sum(drift.removed for drift in drifts)
+    if not drifts:
+        print("Everything was already up to date.")
+    else:
+        print(f"{len(drifts) - removed} notebook(s) written" + (f", {removed} removed." if removed else "."))
     return 0
 
 
@@ -85,16 +97,19 @@ def _dim(text: str) -> tuple[str, int]:
 
 
 def _check(arguments: argparse.Namespace) -> int:
-    from labsupport.validate import (ValidationInputError, describe_model, model_signatures, random_feeds, read_model,
-                                     validate_model)
+    from labsupport.model_loader import ModelInputError, input_budget, load_model
+    from labsupport.validate import describe_model, model_signatures, random_feeds, validate_model
 
     path = Path(arguments.model)
     try:
-        model = read_model(path)
+        budget = input_budget(arguments.max_input_bytes)
+        model = load_model(path)
         inputs, _ = model_signatures(model)
-        feeds = random_feeds(inputs, max(arguments.batch_sizes), dim_sizes=dict(arguments.dim))
-        result = validate_model(path, feeds, batch_sizes=arguments.batch_sizes, fp16=not arguments.no_fp16)
-    except ValidationInputError as error:
+        feeds = random_feeds(inputs, max(arguments.batch_sizes), dim_sizes=dict(arguments.dim), label=str(path),
+                             max_input_bytes=budget)
+        result = validate_model(path, feeds, batch_sizes=arguments.batch_sizes, fp16=not arguments.no_fp16,
+                                max_input_bytes=budget)
+    except ModelInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     checker = result.row("checker")
@@ -103,9 +118,17 @@ def _check(arguments: argparse.Namespace) -> int:
         return 1
     print(describe_model(path, model))
     print()
-    shapes = ", ".join(f"{name} {value.shape} {value.dtype}" for name, value in feeds.items())
-    print(f"Random inputs of the declared types ({shapes}). With no reference, each batch is compared with")
-    print("this model's own outputs at the largest batch: outputs must not depend on the batch size.")
+    if not feeds:
+        print("The model has no inputs: it runs once, and with no reference its outputs need only be finite.")
+    else:
+        shapes = ", ".join(f"{name} {value.shape} {value.dtype}" for name, value in feeds.items())
+        print(f"Random inputs of the declared types ({shapes}). ", end="")
+        if any(0 in signature.dynamic_axes for signature in inputs):
+            print("With no reference, each batch is compared with")
+            print("this model's own outputs at the largest batch: outputs must not depend on the batch size.")
+        else:
+            print("Axis 0 is fixed, so the model runs once;")
+            print("with no reference and no other batch size to compare with, its outputs need only be finite.")
     print(result.to_text())
     fp16 = result.row("fp16")
     if fp16 is not None and fp16.status != "skip":
@@ -115,6 +138,37 @@ def _check(arguments: argparse.Namespace) -> int:
         print(f"error: {path}: {', '.join(failed)} failed; see the table above.", file=sys.stderr)
         return 1
     print(f"{path}: valid.")
+    return 0
+
+
+_CHECK_EPILOG = """exit status:
+  0  the model is valid: every check passed (the fp16 row never changes the status)
+  1  the model was read but fails a check: the checker, loading in ONNX Runtime, a batch
+     size or a dimension (the table, or one line on stderr, says which)
+  2  the model cannot be read or used: the file or its external data (missing, unreadable,
+     not an ONNX model), a --dim the model does not have, an input type random values cannot
+     be made for, or inputs larger than the budget; one line on stderr says what to do
+
+The input budget (default 1 GiB per run) keeps a huge declared shape from exhausting memory:
+raise it with --max-input-bytes or the LABSUPPORT_MAX_INPUT_BYTES environment variable.
+"""
+
+
+def _seed_workspace(arguments: argparse.Namespace) -> int:
+    from labsupport.notebook_build import BuildError
+    from labsupport.workspace import seed_workspace
+
+    workspace = Path(arguments.workspace)
+    try:
+        report = seed_workspace(_repository_root() / "notebooks", workspace)
+    except BuildError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: cannot prepare the workspace {workspace}: {error.strerror or error}; "
+              "pass another folder with WORKSPACE=... (make lab) or --workspace.", file=sys.stderr)
+        return 2
+    print(report.to_text(workspace))
     return 0
 
 
@@ -131,13 +185,21 @@ def main(argv: list[str] | None = None) -> int:
     build = commands.add_parser("build-notebooks", help="render notebooks/ from solutions/")
     build.add_argument("--check", action="store_true", help="write nothing; exit 1 if anything would change")
     build.set_defaults(run=_build_notebooks)
-    check = commands.add_parser("check", help="validate an ONNX model file (checker, load, batch sizes, fp16)")
+    seed = commands.add_parser("seed-workspace", help="copy notebooks/ into your workspace, never overwriting")
+    seed.add_argument("--workspace", default="workspace", help="the folder JupyterLab opens (default: workspace)")
+    seed.set_defaults(run=_seed_workspace)
+    check = commands.add_parser("check", help="validate an ONNX model file (checker, load, batch sizes, fp16)",
+                                description="Validate an ONNX model file with lab 07's harness, on random inputs.",
+                                epilog=_CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     check.add_argument("model", help="path of the .onnx file")
     check.add_argument("--batch-sizes", type=_sizes, default=(1, 3, 16), metavar="N,N,…",
                        help="batch sizes to run when axis 0 is dynamic (default 1,3,16)")
     check.add_argument("--dim", type=_dim, action="append", default=[], metavar="NAME=SIZE",
                        help="size of another named dynamic dimension (default 8), e.g. sequence=12")
     check.add_argument("--no-fp16", action="store_true", help="skip the float16 precision measurement")
+    check.add_argument("--max-input-bytes", metavar="BYTES",
+                       help="the most the inputs of one run may take, e.g. 4GiB "
+                            "(default 1GiB, or $LABSUPPORT_MAX_INPUT_BYTES)")
     check.set_defaults(run=_check)
     arguments = parser.parse_args(argv)
     return arguments.run(arguments)

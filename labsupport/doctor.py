@@ -165,7 +165,7 @@ def _ort_library() -> str | None:
 
 
 def _check_native(report: DoctorReport) -> None:
-    needed = "needed from lab 13 (C++ and Node.js deployment)"
+    needed = "needed from the coming lab 13 (C++ and Node.js deployment)"
     tools = {"cmake": "apt-get install cmake", "g++": "apt-get install g++", "make": "apt-get install make",
              "node": "install Node.js 20 (apt-get install nodejs npm)", "npm": "apt-get install npm"}
     for command, fix in tools.items():
@@ -180,7 +180,7 @@ def _check_native(report: DoctorReport) -> None:
     headers = next((str(path) for path in candidates if (path / "onnxruntime_cxx_api.h").exists()
                     or (path / "onnxruntime" / "onnxruntime_cxx_api.h").exists()), None)
     report.findings.append(Finding("Native toolchain", "C++ headers", "ok" if headers else "warn",
-                                   headers or "not installed yet; lab 13 fetches them into a cache when it needs them"))
+                                   headers or "not installed yet; the coming lab 13 fetches them into a cache when it needs them"))
 
 
 def diagnose(*, native: bool = True) -> DoctorReport:

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from labsupport.checking import Incorrect, Problem, assert_equal
+from labsupport.model_loader import ModelInputError, load_model
 
 __all__ = ["ModelFileProblem", "OnnxModelProblem", "SessionParityProblem", "first_line"]
 
@@ -170,7 +171,8 @@ class ModelFileProblem(OnnxModelProblem):
 
     Besides the model checks, ``external_data`` (True/False/None) asks that the weights
     be stored beside the file (``model.onnx.data``) or inside it, and ``max_file_bytes``
-    bounds the size of the ``.onnx`` file itself.
+    bounds the size of the ``.onnx`` file itself. The file is read by
+    :func:`labsupport.model_loader.load_model`, whose reason is the message when it cannot be.
     """
 
     external_data: bool | None = None
@@ -183,12 +185,7 @@ class ModelFileProblem(OnnxModelProblem):
         if not isinstance(path, (str, os.PathLike)):
             raise Incorrect(f"`{name}` should be the path of an .onnx file (a str or pathlib.Path), but it is a {type(path).__name__}.")
         path = Path(path)
-        if not path.is_file():
-            raise Incorrect(f"`{name}` points to {path}, which does not exist: save the model there first.")
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as error:
-            raise Incorrect(f"`{name}` ({path}) is not a readable ONNX file: {first_line(error)}") from None
+        model = self._load(name, path, external_data=False)
         uses_external = any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in model.graph.initializer)
         if self.external_data is True and not uses_external:
             raise Incorrect(f"`{name}` keeps its weights inside the file; save them as external data "
@@ -198,12 +195,14 @@ class ModelFileProblem(OnnxModelProblem):
         size = path.stat().st_size  # after the layout check, whose advice is more useful
         if self.max_file_bytes is not None and size > self.max_file_bytes:
             raise Incorrect(f"`{name}` is {size:,} bytes; this exercise expects at most {self.max_file_bytes:,}.")
+        self.check_model(name, self._load(name, path, external_data=True))
+
+    @staticmethod
+    def _load(name: str, path: Path, *, external_data: bool) -> Any:
         try:
-            onnx.load_external_data_for_model(model, str(path.parent))
-        except Exception as error:
-            raise Incorrect(f"`{name}`'s external weights cannot be read from {path.parent}: {first_line(error)}. "
-                            "Keep the .data file beside the .onnx file.") from None
-        self.check_model(name, model)
+            return load_model(path, external_data=external_data)
+        except ModelInputError as error:
+            raise Incorrect(f"`{name}` points to {path}: {error.reason}") from None
 
 
 class SessionParityProblem(Problem):

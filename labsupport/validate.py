@@ -16,21 +16,24 @@ Introduced in lab 07. Validation is layered; each layer assumes the ones before 
 table in notebooks and by ``to_text()``); :func:`validate_models` puts many models in one
 :class:`ValidationTable`. ``python -m labsupport check MODEL.onnx`` runs the same harness.
 
-Bad input — a missing, empty, truncated or non-ONNX file, missing external data, a feed
-with an unknown name, the wrong dtype or the wrong rank — raises
-:class:`ValidationInputError` with one line that says what to do, before anything runs.
+Bad input raises :class:`ValidationInputError` with one line that says what to do, before
+anything runs: the file (read by :func:`labsupport.model_loader.load_model`: missing,
+unreadable, empty, truncated, not a model, external data missing), a feed with an unknown
+name, the wrong dtype or the wrong rank, a dimension name the model does not have, an input
+type random feeds cannot be made for, or sizes that would not fit the input budget
+(:func:`labsupport.model_loader.check_input_bytes`, 1 GiB per run unless raised).
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from labsupport.model_loader import ModelInputError, check_input_bytes, load_model
 from labsupport.onnx_problems import first_line
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "ValidationInputError",
     "ValidationResult",
     "ValidationTable",
+    "check_dim_names",
     "check_feeds",
     "convert_to_float16",
     "describe_model",
@@ -50,7 +54,6 @@ __all__ = [
     "max_relative_difference",
     "model_signatures",
     "random_feeds",
-    "read_model",
     "validate_model",
     "validate_models",
 ]
@@ -72,83 +75,24 @@ FP16_TOLERANCE = Tolerance(atol=1e-2, rtol=1e-2)
 DEFAULT_BATCH_SIZES = (1, 3, 16)
 
 _STATUS_MARKS = {"ok": "✅", "fail": "❌", "skip": "➖"}
-_MAGIC_PREFIXES = (
-    (b"PK\x03\x04", "a ZIP archive (a PyTorch .pt/.pth checkpoint or a Keras .keras file?)"),
-    (b"\x89HDF", "an HDF5 file (a Keras .h5 model?)"),
-    (b"\x80", "a Python pickle (a scikit-learn or PyTorch checkpoint?)"),
-    (b"{", "a JSON or text file"),
-    (b"<", "an XML/HTML file"),
-)
 
-
-class ValidationInputError(ValueError):
-    """The harness was given something it cannot validate; the message says what to fix."""
+ValidationInputError = ModelInputError
+"""The harness was given something it cannot validate; the message says what to fix (lab 07's name for
+:class:`labsupport.model_loader.ModelInputError`, the same class)."""
 
 
 # ---------------------------------------------------------------------------
-# Reading a model and its interface
+# A model's interface
 # ---------------------------------------------------------------------------
-
-def read_model(path: str | os.PathLike) -> Any:
-    """Parse ``path`` as an ONNX model (without its external data) or explain why not.
-
-    Raises:
-        ValidationInputError: missing, empty, unparsable or non-ONNX file, or its external
-            data file is not beside it.
-    """
-    import onnx
-
-    path = Path(path)
-    if not path.exists():
-        raise ValidationInputError(f"{path}: no such file (looked in {path.resolve().parent}); "
-                                   "check the path, or export the model first.")
-    if path.is_dir():
-        raise ValidationInputError(f"{path}: is a folder; give the path of the .onnx file inside it.")
-    size = path.stat().st_size
-    if size == 0:
-        raise ValidationInputError(f"{path}: the file is empty (0 bytes): the export or copy did not finish; write it again.")
-    with path.open("rb") as stream:
-        head = stream.read(8)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # protobuf's DecodeError and friends: the bytes are not a ModelProto
-        raise ValidationInputError(f"{path}: {_unparsable_reason(head, size)}") from None
-    if model.ir_version == 0 or not model.HasField("graph"):
-        raise ValidationInputError(f"{path}: {_what_it_looks_like(head)} holds no ONNX model "
-                                   "(no ir_version or graph): give the .onnx file itself.")
-    for tensor in model.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            location = {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
-            if not (path.parent / location).is_file():
-                raise ValidationInputError(
-                    f"{path}: its weights are stored in '{location}', which is not beside it in {path.parent}; "
-                    "copy the .data file together with the .onnx file.")
-    return model
-
-
-def _what_it_looks_like(head: bytes) -> str:
-    for prefix, description in _MAGIC_PREFIXES:
-        if head.startswith(prefix):
-            return f"this file is {description} and"
-    return "this file"
-
-
-def _unparsable_reason(head: bytes, size: int) -> str:
-    if head.startswith(b"\x08"):  # field 1 (ir_version), varint: how every ONNX file starts
-        return (f"starts like an ONNX file but cannot be parsed ({size:,} bytes): it is truncated or corrupted; "
-                "export or copy it again.")
-    description = next((text for prefix, text in _MAGIC_PREFIXES if head.startswith(prefix)), None)
-    if description:
-        return f"is not an ONNX file: it looks like {description}; convert the model to ONNX first."
-    return f"is not an ONNX file (protobuf cannot parse it, {size:,} byte(s)); give the path of an .onnx model."
-
 
 @dataclass(frozen=True)
 class TensorSignature:
     """A graph input or output as declared: name, element type and dimensions.
 
     ``dims`` holds an int for a fixed size, the symbol (e.g. ``"batch"``) for a named dynamic
-    dimension and None for an unnamed one; ``dims`` is None when the rank is unknown.
+    dimension and None for an unnamed one; ``dims`` is None when the rank is unknown. ``kind``
+    is ``"tensor"``, or for other values ONNX Runtime's spelling of their type, such as
+    ``"seq(tensor(float))"``.
     """
 
     name: str
@@ -159,14 +103,12 @@ class TensorSignature:
     @property
     def type_string(self) -> str:
         """ONNX Runtime's spelling, e.g. ``tensor(float)``."""
-        import onnx
 
-        if self.kind != "tensor":
-            return self.kind
-        return f"tensor({onnx.TensorProto.DataType.Name(self.elem_type).lower()})"
+        return self.kind if self.kind != "tensor" else f"tensor({_elem_name(self.elem_type)})"
 
     @property
     def dtype(self) -> np.dtype:
+        """The elements' NumPy dtype; ml_dtypes' for bfloat16, float8 and int4."""
         import onnx
 
         return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.elem_type))
@@ -176,15 +118,39 @@ class TensorSignature:
         return tuple(axis for axis, dim in enumerate(self.dims or ()) if not isinstance(dim, int))
 
     def shape_text(self) -> str:
+        if self.kind != "tensor":
+            return ""
         if self.dims is None:
             return "[unknown rank]"
         return "[" + ", ".join("?" if dim is None else str(dim) for dim in self.dims) + "]"
 
 
+def _elem_name(elem_type: int) -> str:
+    import onnx
+
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:
+        return f"element type {elem_type}"
+
+
+def _type_text(type_proto: Any) -> str:
+    """ONNX Runtime's spelling of a type: ``tensor(float)``, ``seq(tensor(int64))``, ``map(string,tensor(float))``."""
+    kind = type_proto.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        return f"{kind[:-len('_type')]}({_elem_name(getattr(type_proto, kind).elem_type)})"
+    if kind == "sequence_type":
+        return f"seq({_type_text(type_proto.sequence_type.elem_type)})"
+    if kind == "optional_type":
+        return f"optional({_type_text(type_proto.optional_type.elem_type)})"
+    if kind == "map_type":
+        return f"map({_elem_name(type_proto.map_type.key_type)},{_type_text(type_proto.map_type.value_type)})"
+    return "value of undeclared type"
+
+
 def _signature(value: Any) -> TensorSignature:
-    kind = value.type.WhichOneof("value")
-    if kind != "tensor_type":
-        return TensorSignature(value.name, 0, None, kind=kind.replace("_type", "") if kind else "unknown")
+    if value.type.WhichOneof("value") != "tensor_type":
+        return TensorSignature(value.name, 0, None, kind=_type_text(value.type))
     tensor_type = value.type.tensor_type
     dims = None
     if tensor_type.HasField("shape"):
@@ -209,7 +175,7 @@ def _opsets_text(model: Any) -> str:
 def describe_model(path: str | os.PathLike, model: Any | None = None) -> str:
     """A few lines about a model file: versions, size, inputs and outputs with dynamic axes."""
     path = Path(path)
-    model = model if model is not None else read_model(path)
+    model = model if model is not None else load_model(path)
     opsets = _opsets_text(model)
     producer = f"{model.producer_name} {model.producer_version}".strip() or "unknown producer"
     lines = [f"{path}: {path.stat().st_size:,} bytes, ir_version {model.ir_version}, opsets [{opsets}], "
@@ -242,12 +208,15 @@ def check_feeds(label: str, inputs: Sequence[TensorSignature], feeds: Any) -> No
         value = feeds[signature.name]
         if signature.kind != "tensor":
             continue
+        _check_elem_type(label, signature)
         if not isinstance(value, np.ndarray):
             raise ValidationInputError(f"{label}: input '{signature.name}' should be a NumPy array but got a "
-                                       f"{type(value).__name__}: wrap it with np.asarray(..., dtype=np.{signature.dtype}).")
+                                       f"{type(value).__name__}: wrap it with "
+                                       f"np.asarray(..., dtype={_dtype_spelling(signature.dtype)}).")
         if value.dtype != signature.dtype and not (signature.dtype.kind == "O" and value.dtype.kind in "OU"):
-            raise ValidationInputError(f"{label}: input '{signature.name}' expects {signature.dtype} ({signature.type_string}) "
-                                       f"but got {value.dtype}: convert with .astype(np.{signature.dtype}).")
+            raise ValidationInputError(f"{label}: input '{signature.name}' expects {signature.dtype} "
+                                       f"({signature.type_string}) but got {value.dtype}: "
+                                       f"convert with .astype({_dtype_spelling(signature.dtype)}).")
         if signature.dims is None:
             continue
         if value.ndim != len(signature.dims):
@@ -259,42 +228,130 @@ def check_feeds(label: str, inputs: Sequence[TensorSignature], feeds: Any) -> No
                                            f"{signature.shape_text()} but got shape {value.shape}.")
 
 
+def check_dim_names(label: str, inputs: Sequence[TensorSignature], names: Iterable[str]) -> None:
+    """Raise :class:`ValidationInputError` unless each name is a named dynamic dimension beyond axis 0.
+
+    Axis 0 is the batch: it is set by the batch sizes, never by name. The message lists the
+    dimensions the model does have.
+    """
+    settable = sorted({dim for signature in inputs for axis, dim in enumerate(signature.dims or ())
+                       if axis and isinstance(dim, str)})
+    batch = sorted({signature.dims[0] for signature in inputs if signature.dims and isinstance(signature.dims[0], str)}
+                   - set(settable))
+    batch_text = f"axis 0 ({', '.join(map(repr, batch))}) is set by the batch sizes" if batch else ""
+    for name in names:
+        if name in settable:
+            continue
+        if name in batch:
+            raise ValidationInputError(f"{label}: '{name}' is axis 0, the batch: set it with the batch sizes "
+                                       "(batch_sizes= or --batch-sizes), not by name.")
+        known = (f"its named dynamic dimensions are {settable}" if settable
+                 else "it has no named dynamic dimension beyond axis 0")
+        raise ValidationInputError(f"{label}: no input has a dynamic dimension named '{name}'; "
+                                   + "; ".join(part for part in (known, batch_text) if part) + ".")
+
+
+def _check_elem_type(label: str, signature: TensorSignature) -> None:
+    """Raise unless an array can hold the input's element type (UNDEFINED or an unknown number cannot)."""
+    import onnx
+
+    if signature.elem_type not in onnx.helper.get_all_tensor_dtypes():
+        raise ValidationInputError(f"{label}: input '{signature.name}' is a {signature.type_string}, an element type "
+                                   "no array can hold: fix the type where the model is made.")
+
+
+def _numpy_lacks(dtype: np.dtype) -> bool:
+    """bfloat16, float8, int4…: NumPy has no such types; onnx takes them from the ml_dtypes package."""
+    return dtype.type.__module__ == "ml_dtypes"
+
+
+def _dtype_spelling(dtype: np.dtype) -> str:
+    """How code names a dtype: ``np.float32``, ``ml_dtypes.bfloat16`` (NumPy has none), ``object``."""
+    if dtype.kind == "O":
+        return "object"
+    return f"{'ml_dtypes' if _numpy_lacks(dtype) else 'np'}.{dtype.name}"
+
+
+def _not_random_reason(label: str, signature: TensorSignature) -> tuple[str, str] | None:
+    """Why random values cannot be made for this input, with how to write its feed; None if they can."""
+    if signature.kind.startswith("seq("):
+        return f"is a {signature.kind}", "[array, ...]"
+    if signature.kind.startswith("map("):
+        return f"is a {signature.kind}", "{key: value, ...}"
+    if signature.kind != "tensor":
+        return f"is {'an' if signature.kind.startswith('optional') else 'a'} {signature.kind}", "its value"
+    if signature.dims is None:
+        return f"is a {signature.type_string} with no declared rank", "an array of the shape it expects"
+    _check_elem_type(label, signature)
+    dtype = signature.dtype
+    if _numpy_lacks(dtype):
+        return (f"is a {signature.type_string}, which NumPy has no type for",
+                f"np.asarray(values, dtype={_dtype_spelling(dtype)})")
+    return None
+
+
 def random_feeds(inputs: Sequence[TensorSignature], batch_size: int, *, dim_sizes: Mapping[str, int] | None = None,
-                 other_size: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
+                 other_size: int = 8, seed: int = 0, label: str = "random_feeds",
+                 max_input_bytes: int | str | None = None) -> dict[str, np.ndarray]:
     """Random inputs of the declared types: axis 0, if dynamic, gets ``batch_size``.
 
     Other dynamic dimensions get ``dim_sizes[symbol]`` or ``other_size``. Floats are uniform
     in [0, 1), integers in [0, 10), booleans fair coins, strings ``"a"``.
+
+    Raises:
+        ValidationInputError: (starting with ``label``) ``dim_sizes`` names no dimension of the
+            inputs; an input's type has no random values here (not a tensor, no declared rank,
+            bfloat16, float8, int4…) — the message says how to pass your own feeds; or the arrays
+            would exceed the input budget (``max_input_bytes``, see
+            :func:`labsupport.model_loader.input_budget`), checked before allocating them.
     """
+    check_dim_names(label, inputs, dim_sizes or {})
+    shapes = {}
+    for signature in inputs:
+        not_random = _not_random_reason(label, signature)
+        if not_random:
+            reason, example = not_random
+            raise ValidationInputError(f"{label}: input '{signature.name}' {reason}, so random values cannot be made "
+                                       "for it; validate it from Python with your own feeds: "
+                                       f"validate_model(path, feeds={{'{signature.name}': {example}}}).")
+        if any(isinstance(dim, int) and dim < 0 for dim in signature.dims):
+            raise ValidationInputError(f"{label}: input '{signature.name}' declares a negative size "
+                                       f"{signature.shape_text()}: fix the export (a dynamic axis is named, not -1).")
+        shapes[signature.name] = (tuple(dim if isinstance(dim, int) else batch_size if axis == 0
+                                        else (dim_sizes or {}).get(dim, other_size)
+                                        for axis, dim in enumerate(signature.dims)), signature.dtype)
+    check_input_bytes(label, shapes, max_input_bytes=max_input_bytes)
     rng = np.random.default_rng(seed)
     feeds = {}
-    for signature in inputs:
-        if signature.kind != "tensor" or signature.dims is None:
-            raise ValidationInputError(f"input '{signature.name}' is a {signature.kind} without a declared rank; "
-                                       "random inputs need tensors of known rank: pass your own feeds.")
-        shape = []
-        for axis, dim in enumerate(signature.dims):
-            if isinstance(dim, int):
-                shape.append(dim)
-            elif axis == 0:
-                shape.append(batch_size)
+    for name, (shape, dtype) in shapes.items():
+        try:
+            if dtype.kind == "f":
+                feeds[name] = rng.random(shape).astype(dtype)
+            elif dtype.kind == "c":
+                feeds[name] = (rng.random(shape) + 1j * rng.random(shape)).astype(dtype)
+            elif dtype.kind in "iu":
+                feeds[name] = rng.integers(0, 10, size=shape).astype(dtype)
+            elif dtype.kind == "b":
+                feeds[name] = rng.random(shape) < 0.5
             else:
-                shape.append((dim_sizes or {}).get(dim, other_size))
-        dtype = signature.dtype
-        if dtype.kind == "f":
-            feeds[signature.name] = rng.random(shape).astype(dtype)
-        elif dtype.kind in "iu":
-            feeds[signature.name] = rng.integers(0, 10, size=shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[signature.name] = rng.random(shape) < 0.5
-        else:
-            feeds[signature.name] = np.full(shape, "a", dtype=object)
+                feeds[name] = np.full(shape, "a", dtype=object)
+        except MemoryError:
+            raise _out_of_memory(f"{label}: input '{name}' {list(shape)} {dtype}") from None
     return feeds
+
+
+def _out_of_memory(what: str) -> ValidationInputError:
+    return ValidationInputError(f"{what} does not fit in this machine's memory, although the input budget allows it: "
+                                "use smaller sizes, and a budget this machine can hold.")
 
 
 def _resize_axis(array: np.ndarray, axis: int, size: int) -> np.ndarray:
     """``size`` entries along ``axis``: the first ones, repeated cyclically when there are too few."""
-    return np.take(array, np.arange(size) % array.shape[axis], axis=axis)
+    try:
+        return np.take(array, np.arange(size) % array.shape[axis], axis=axis)
+    except MemoryError:
+        shape = [*array.shape[:axis], size, *array.shape[axis + 1:]]
+        raise _out_of_memory(f"an input of shape {shape} {array.dtype}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -511,6 +568,23 @@ def _session(model_or_path: Any):
     return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
+def _run(session: Any, output_names: Sequence[str], feeds: Mapping[str, Any]) -> list[Any]:
+    """``session.run``; arrays of the types NumPy lacks (ml_dtypes' bfloat16, float8…) go in as OrtValues.
+
+    ONNX Runtime's Python API accepts no such NumPy array, only an OrtValue told its ONNX type.
+    """
+    import onnx
+    import onnxruntime
+
+    def as_input(value: Any) -> Any:
+        if isinstance(value, np.ndarray) and _numpy_lacks(value.dtype):
+            onnx_type = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+            return onnxruntime.OrtValue.ortvalue_from_numpy_with_onnx_type(value, onnx_type)
+        return value
+
+    return session.run(list(output_names), {name: as_input(value) for name, value in feeds.items()})
+
+
 def _checker_row(path: Path, model: Any) -> CheckRow:
     import onnx
 
@@ -556,10 +630,10 @@ def _fp16_row(path: Path, model: Any, session: Any, feeds: Mapping[str, np.ndarr
         return CheckRow("fp16", "skip", "no float32 weights or inputs to convert")
     try:
         half_session = _session(convert_to_float16(path))
-        half_outputs = half_session.run(list(output_names), dict(feeds))
+        half_outputs = _run(half_session, output_names, feeds)
+        full_outputs = _run(session, output_names, feeds)
     except Exception as error:
         return CheckRow("fp16", "fail", f"the float16 copy did not run: {first_line(error)}", batch_size=batch)
-    full_outputs = session.run(list(output_names), dict(feeds))
     comparisons = [_compare(name, half, full, tolerance) for name, half, full in zip(output_names, half_outputs, full_outputs)]
     measured = [item for item in comparisons if item.max_abs_diff is not None]
     notes = [item.note for item in comparisons]
@@ -582,10 +656,9 @@ def convert_to_float16(path: str | os.PathLike) -> Any:
     graph's edges. ONNX Runtime's CPU provider runs operators that lack a float16 kernel in
     float32 (it inserts Casts), so on CPU this measures float16 *storage and rounding*.
     """
-    import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    return convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    return convert_float_to_float16(load_model(path, external_data=True), keep_io_types=True)
 
 
 def _batch_of(feeds: Mapping[str, np.ndarray]) -> int | None:
@@ -596,7 +669,7 @@ def _batch_of(feeds: Mapping[str, np.ndarray]) -> int | None:
 def _run_row(check: str, session: Any, feeds: Mapping[str, np.ndarray], output_names: Sequence[str],
              expected: Sequence[Any], tolerances: Mapping[str, Tolerance], batch: int | None, against: str) -> CheckRow:
     try:
-        outputs = session.run(list(output_names), dict(feeds))
+        outputs = _run(session, output_names, feeds)
     except Exception as error:
         return CheckRow(check, "fail", f"ONNX Runtime failed: {first_line(error)}", batch_size=batch)
     comparisons = [_compare(name, actual, reference, tolerances[name])
@@ -609,17 +682,18 @@ def _run_row(check: str, session: Any, feeds: Mapping[str, np.ndarray], output_n
                     max((item.max_rel_diff for item in measured if item.max_rel_diff is not None), default=None), batch)
 
 
-def _shape_only_row(check: str, session: Any, feeds: Mapping[str, np.ndarray], output_names: Sequence[str]) -> CheckRow:
-    """Without a reference, another sequence length has nothing to be compared with: it must run, finite."""
+def _shape_only_row(check: str, session: Any, feeds: Mapping[str, np.ndarray], output_names: Sequence[str],
+                    why: str = "no reference to compare with") -> CheckRow:
+    """A run with nothing to be compared with (no reference, no other batch): it must run, with finite outputs."""
     try:
-        outputs = [_as_array(value) for value in session.run(list(output_names), dict(feeds))]
+        outputs = [_as_array(value) for value in _run(session, output_names, feeds)]
     except Exception as error:
         return CheckRow(check, "fail", f"ONNX Runtime failed: {first_line(error)}", batch_size=_batch_of(feeds))
     shapes = ", ".join(f"'{name}' {output.shape}" for name, output in zip(output_names, outputs))
     infinite = [name for name, output in zip(output_names, outputs) if output.dtype.kind == "f" and not np.isfinite(output).all()]
     if infinite:
         return CheckRow(check, "fail", f"ran, but {infinite} hold NaN or infinity", batch_size=_batch_of(feeds))
-    return CheckRow(check, "ok", f"ran (no reference to compare with): {shapes}", batch_size=_batch_of(feeds))
+    return CheckRow(check, "ok", f"ran ({why}): {shapes}", batch_size=_batch_of(feeds))
 
 
 def validate_model(model: Any, feeds: Mapping[str, np.ndarray] | None = None,
@@ -629,7 +703,8 @@ def validate_model(model: Any, feeds: Mapping[str, np.ndarray] | None = None,
                    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, dim_sizes: Mapping[str, Sequence[int]] | None = None,
                    tolerances: Mapping[str, tuple[float, float]] | None = None,
                    default_tolerance: tuple[float, float] = DEFAULT_TOLERANCE, fp16: bool = True,
-                   fp16_tolerance: tuple[float, float] = FP16_TOLERANCE) -> ValidationResult:
+                   fp16_tolerance: tuple[float, float] = FP16_TOLERANCE,
+                   max_input_bytes: int | str | None = None) -> ValidationResult:
     """Validate one model, layer by layer, and return a :class:`ValidationResult`.
 
     Args:
@@ -639,7 +714,8 @@ def validate_model(model: Any, feeds: Mapping[str, np.ndarray] | None = None,
             ones of the declared types for a path).
         reference: computes the expected outputs (in ``output_names`` order) for feeds. Without
             one the model is compared with itself at the largest batch size, which still
-            catches outputs that depend on the batch size.
+            catches outputs that depend on the batch size; a model whose axis 0 is fixed (or
+            that has no inputs) is then run once and its outputs need only be finite.
         batch_sizes: each is cut from the feeds along axis 0 (first rows, repeated cyclically if
             there are too few) for every input whose axis 0 is dynamic in the graph.
         dim_sizes: symbolic dimension name (as in the graph, e.g. ``"sequence"``) → sizes to try;
@@ -648,9 +724,11 @@ def validate_model(model: Any, feeds: Mapping[str, np.ndarray] | None = None,
         tolerances: output name → (atol, rtol); others get ``default_tolerance``. Integer outputs
             (labels) must match exactly.
         fp16: also measure a float16 copy against the float32 model (``fp16_tolerance``).
+        max_input_bytes: the most the inputs of one run may take (default 1 GiB, or
+            ``$LABSUPPORT_MAX_INPUT_BYTES``); larger runs are refused before anything is allocated.
 
     Raises:
-        ValidationInputError: the file or the feeds cannot be used (one actionable line).
+        ValidationInputError: the file, the feeds or the sizes cannot be used (one actionable line).
     """
     exported = model if hasattr(model, "framework_outputs") else None
     path = Path(exported.path if exported else model)
@@ -661,7 +739,7 @@ def validate_model(model: Any, feeds: Mapping[str, np.ndarray] | None = None,
         output_names = exported.output_names if output_names is None else output_names
         dynamic_axes = exported.dynamic_axes if dynamic_axes is None else dynamic_axes
     label = str(path)
-    proto = read_model(path)
+    proto = load_model(path)
     inputs, outputs = model_signatures(proto)
     all_outputs = [signature.name for signature in outputs]
     output_names = list(output_names or all_outputs)
@@ -673,6 +751,13 @@ def validate_model(model: Any, feeds: Mapping[str, np.ndarray] | None = None,
             raise ValidationInputError(f"{label}: tolerances name output '{output}', which this model does not have; "
                                        f"its outputs are {all_outputs}.")
     per_output = {output: Tolerance(*(tolerances or {}).get(output, default_tolerance)) for output in output_names}
+    batched = [signature.name for signature in inputs if 0 in signature.dynamic_axes]
+    largest = max(batch_sizes) if batched else None
+    check_dim_names(label, inputs, dim_sizes or {})
+    if feeds is None:
+        feeds = random_feeds(inputs, largest or 1, label=label, max_input_bytes=max_input_bytes)
+    check_feeds(label, inputs, feeds)
+    _check_run_sizes(label, inputs, feeds, batched, largest, dim_sizes or {}, max_input_bytes)
     result = ValidationResult(name, path)
 
     result.rows.append(_checker_row(path, proto))
@@ -681,39 +766,30 @@ def validate_model(model: Any, feeds: Mapping[str, np.ndarray] | None = None,
     except Exception as error:
         result.rows.append(CheckRow("load", "fail", f"ONNX Runtime cannot load it: {first_line(error)}"))
         return result
-    result.rows.append(CheckRow("load", "ok", "ONNX Runtime CPU session; inputs " + ", ".join(
-        f"{signature.name}{signature.shape_text()} {signature.type_string}" for signature in inputs)))
+    result.rows.append(CheckRow("load", "ok", "ONNX Runtime CPU session; inputs " + (", ".join(
+        f"{signature.name}{signature.shape_text()} {signature.type_string}" for signature in inputs) or "none")))
     if dynamic_axes:
         result.rows.append(_dynamic_axes_row(label, inputs, dynamic_axes))
 
-    batched = [signature.name for signature in inputs if 0 in signature.dynamic_axes]
-    largest = max(batch_sizes) if batched else None
-    if feeds is None:
-        feeds = random_feeds(inputs, largest or 1)
-    check_feeds(label, inputs, feeds)
     if largest is not None:
         feeds = {key: _resize_axis(value, 0, max(largest, value.shape[0])) if key in batched else value
                  for key, value in feeds.items()}
-    symbols = {dim for signature in inputs for axis, dim in enumerate(signature.dims or ()) if axis and isinstance(dim, str)}
-    for symbol in dim_sizes or {}:
-        if symbol not in symbols:
-            raise ValidationInputError(f"{label}: no input has a dynamic dimension named '{symbol}'; "
-                                       f"its named non-batch dimensions are {sorted(symbols)}.")
-
-    if reference is None:
-        full_outputs = [_as_array(value) for value in session.run(output_names, dict(feeds))]
-        size = _batch_of(feeds)
+    feed_batch = _batch_of({key: value for key, value in feeds.items() if key in batched or not batched})
+    reference_given = reference is not None
+    if not reference_given and batched:
+        try:
+            full_outputs = [_as_array(value) for value in _run(session, output_names, feeds)]
+        except Exception as error:
+            result.rows.append(CheckRow(f"batch {feed_batch}", "fail", f"ONNX Runtime failed: {first_line(error)}",
+                                        batch_size=feed_batch))
+            return result
 
         def reference(part: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-            rows = _batch_of(part)
-            return [output[:rows] if rows is not None and output.ndim and output.shape[0] == size else output
+            rows = _batch_of({key: value for key, value in part.items() if key in batched})
+            return [output[:rows] if rows is not None and output.ndim and output.shape[0] == feed_batch else output
                     for output in full_outputs]
 
-        against = f"this model at batch {size} (no reference given)"
-        self_reference_batch = size
-    else:
-        against = "the reference"
-        self_reference_batch = None
+    against = "the reference" if reference_given else f"this model at batch {feed_batch} (no reference given)"
 
     def expected_for(part: Mapping[str, np.ndarray]) -> list[Any]:
         values = list(reference(part))
@@ -722,28 +798,24 @@ def validate_model(model: Any, feeds: Mapping[str, np.ndarray] | None = None,
                                        f"{len(output_names)} outputs {output_names}.")
         return values
 
-    feed_batch = _batch_of(feeds)
-    for batch in batch_sizes:
-        fixed = [signature for signature in inputs if signature.dims and isinstance(signature.dims[0], int)
-                 and signature.dims[0] != batch]
-        if batched and not fixed:
-            part = {key: _resize_axis(value, 0, batch) if key in batched else value for key, value in feeds.items()}
-        elif batch == feed_batch:
-            part = feeds
-        else:
-            reason = (f"input '{fixed[0].name}' has a fixed batch: {fixed[0].shape_text()}" if fixed
-                      else "no input has a dynamic axis 0")
-            result.rows.append(CheckRow(f"batch {batch}", "skip", reason, batch_size=batch))
-            continue
-        if batch == self_reference_batch:  # comparing this run with itself would prove nothing
-            result.rows.append(CheckRow(f"batch {batch}", "ok", "ran; its outputs are the reference for the other "
-                                        "batch sizes (no reference given)", batch_size=batch))
-            continue
-        result.rows.append(_run_row(f"batch {batch}", session, part, output_names, expected_for(part), per_output,
-                                    batch, against))
-    if not batched and feed_batch not in batch_sizes:
-        result.rows.append(_run_row(f"batch {feed_batch}", session, feeds, output_names, expected_for(feeds),
-                                    per_output, feed_batch, against))
+    if batched:
+        for batch in batch_sizes:
+            fixed = [signature for signature in inputs if signature.dims and isinstance(signature.dims[0], int)
+                     and signature.dims[0] != batch]
+            if fixed:
+                result.rows.append(CheckRow(f"batch {batch}", "skip", f"input '{fixed[0].name}' has a fixed batch: "
+                                            f"{fixed[0].shape_text()}", batch_size=batch))
+            elif batch == feed_batch and not reference_given:  # comparing this run with itself would prove nothing
+                others = "the reference for the other batch sizes" if len(batch_sizes) > 1 else "not compared"
+                result.rows.append(CheckRow(f"batch {batch}", "ok",
+                                            f"ran; its outputs are {others} (no reference given)", batch_size=batch))
+            else:
+                part = {key: _resize_axis(value, 0, batch) if key in batched else value for key, value in feeds.items()}
+                result.rows.append(_run_row(f"batch {batch}", session, part, output_names, expected_for(part),
+                                            per_output, batch, against))
+    else:
+        result.rows += _unbatched_rows(session, inputs, feeds, output_names, batch_sizes, feed_batch,
+                                       expected_for(feeds) if reference_given else None, per_output)
     for symbol, sizes in (dim_sizes or {}).items():
         for size in sizes:
             part = dict(feeds)
@@ -751,7 +823,7 @@ def validate_model(model: Any, feeds: Mapping[str, np.ndarray] | None = None,
                 for axis, dim in enumerate(signature.dims or ()):
                     if dim == symbol and axis:
                         part[signature.name] = _resize_axis(part[signature.name], axis, size)
-            if against == "the reference":
+            if reference_given:
                 result.rows.append(_run_row(f"{symbol} {size}", session, part, output_names, expected_for(part),
                                             per_output, _batch_of(part), against))
             else:
@@ -759,6 +831,57 @@ def validate_model(model: Any, feeds: Mapping[str, np.ndarray] | None = None,
     if fp16:
         result.rows.append(_fp16_row(path, proto, session, feeds, output_names, Tolerance(*fp16_tolerance)))
     return result
+
+
+def _unbatched_rows(session: Any, inputs: Sequence[TensorSignature], feeds: Mapping[str, Any],
+                    output_names: Sequence[str], batch_sizes: Sequence[int], feed_batch: int | None,
+                    expected: Sequence[Any] | None, tolerances: Mapping[str, Tolerance]) -> list[CheckRow]:
+    """No input has a dynamic axis 0: one run as fed, and a skipped row for each other batch size.
+
+    Without a reference that run has nothing to be compared with (it is not compared with
+    itself): it must only run with finite outputs. Without inputs, or without a batch axis,
+    the run is called ``run``, not ``batch None``.
+    """
+    check = "run" if feed_batch is None else f"batch {feed_batch}"
+    if expected is not None:
+        run = _run_row(check, session, feeds, output_names, expected, tolerances, feed_batch, "the reference")
+    elif not inputs:
+        run = _shape_only_row(check, session, feeds, output_names, "the model has no inputs; no reference given")
+    elif feed_batch is None:
+        run = _shape_only_row(check, session, feeds, output_names,
+                              "no input has a batch axis, so no other batch size to compare with; no reference given")
+    else:
+        run = _shape_only_row(check, session, feeds, output_names, "axis 0 is not dynamic, so there is no other "
+                                                                   "batch size to compare with; no reference given")
+    if feed_batch is None:
+        return [run]
+    fixed = next((signature for signature in inputs if signature.dims and isinstance(signature.dims[0], int)), None)
+    reason = (f"input '{fixed.name}' has a fixed batch: {fixed.shape_text()}" if fixed
+              else "no input has a dynamic axis 0")
+    rows = [run if batch == feed_batch else CheckRow(f"batch {batch}", "skip", reason, batch_size=batch)
+            for batch in batch_sizes]
+    return rows if feed_batch in batch_sizes else rows + [run]
+
+
+def _check_run_sizes(label: str, inputs: Sequence[TensorSignature], feeds: Mapping[str, Any], batched: Sequence[str],
+                     largest: int | None, dim_sizes: Mapping[str, Sequence[int]],
+                     max_input_bytes: int | str | None) -> None:
+    """Refuse, before anything is allocated, the largest runs if their inputs would not fit the budget.
+
+    The feeds are repeated up to the largest batch size, and each named dimension up to its
+    largest size: those are the largest inputs any one run needs.
+    """
+    arrays = {name: value for name, value in feeds.items() if isinstance(value, np.ndarray)}
+    base = {name: ((max(largest, value.shape[0]), *value.shape[1:]) if name in batched and largest else value.shape,
+                   value.dtype) for name, value in arrays.items()}
+    rows = max((base[name][0][0] for name in batched if name in base), default=None)
+    check_input_bytes(label if rows is None else f"{label}, batch {rows}", base, max_input_bytes=max_input_bytes)
+    dims = {signature.name: signature.dims or () for signature in inputs}
+    for symbol, sizes in dim_sizes.items():
+        size = max(sizes, default=0)
+        shapes = {name: (tuple(size if 0 < axis < len(dims[name]) and dims[name][axis] == symbol else length
+                               for axis, length in enumerate(shape)), dtype) for name, (shape, dtype) in base.items()}
+        check_input_bytes(f"{label}, {symbol} {size}", shapes, max_input_bytes=max_input_bytes)
 
 
 def validate_models(models: Sequence[Any], **options: Any) -> ValidationTable:

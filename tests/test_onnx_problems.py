@@ -196,20 +196,35 @@ def test_a_path_answer_must_be_a_path():
 
 
 def test_a_missing_file_is_reported(tmp_path):
-    assert_check_failed(SaveAffineRelu, {"model_path": tmp_path / "nowhere.onnx"}, "which does not exist")
+    assert_check_failed(SaveAffineRelu, {"model_path": tmp_path / "nowhere.onnx"},
+                        f"`model_path` points to {tmp_path / 'nowhere.onnx'}: no such file (looked in {tmp_path}); "
+                        "check the path, or export the model first.")
 
 
 def test_a_truncated_file_is_not_readable(tmp_path):
     whole = build_affine_relu().SerializeToString()
     path = tmp_path / "model.onnx"
     path.write_bytes(whole[: len(whole) // 2])
-    assert_check_failed(SaveAffineRelu, {"model_path": path}, "is not a readable ONNX file")
+    assert_check_failed(SaveAffineRelu, {"model_path": path}, "starts like an ONNX file but cannot be parsed")
 
 
 def test_a_text_file_is_not_readable_as_onnx(tmp_path):
     path = tmp_path / "notes.onnx"
     path.write_text("this is not a model\n")
-    assert_check_failed(SaveAffineRelu, {"model_path": path}, "is not a readable ONNX file")
+    assert_check_failed(SaveAffineRelu, {"model_path": path}, f"`model_path` points to {path}: is not an ONNX file")
+
+
+def test_a_saved_graph_is_called_a_protobuf_message_that_is_not_a_model_with_the_loaders_reason(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(build_affine_relu().graph.SerializeToString())
+    assert_check_failed(SaveAffineRelu, {"model_path": path},
+                        "is a protobuf message but not an ONNX model: it reads as an onnx.GraphProto (a graph without "
+                        "the model around it); wrap it with onnx.helper.make_model and save that.")
+
+
+def test_a_folder_is_not_a_model_file(tmp_path):
+    assert_check_failed(SaveAffineRelu, {"model_path": tmp_path},
+                        f"`model_path` points to {tmp_path}: is a folder; give the path of the .onnx file inside it.")
 
 
 def test_a_saved_model_is_checked_like_a_model(tmp_path):
@@ -235,7 +250,8 @@ def test_weights_inside_the_file_are_required_when_asked(tmp_path):
 def test_missing_external_weights_file_says_where_to_keep_it(tmp_path):
     beside = save(build_affine_relu(), tmp_path / "beside.onnx", external=True)
     (tmp_path / "beside.onnx.data").unlink()
-    assert_check_failed(SaveAffineRelu, {"model_path": beside}, "Keep the .data file beside the .onnx file.")
+    assert_check_failed(SaveAffineRelu, {"model_path": beside}, "its weights are stored in 'beside.onnx.data', which "
+                        f"is not beside it in {tmp_path}; copy the .data file together with the .onnx file.")
 
 
 def test_a_file_larger_than_allowed_is_reported_with_the_limit(tmp_path):

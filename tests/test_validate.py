@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zipfile
 
+import ml_dtypes
 import numpy as np
 import onnx
 import pytest
@@ -12,8 +13,10 @@ from onnx import TensorProto, helper, numpy_helper
 from labsupport.models import ExportedModel
 from labsupport.validate import (
     DEFAULT_TOLERANCE,
+    TensorSignature,
     ValidationInputError,
     ValidationTable,
+    check_feeds,
     describe_model,
     max_abs_difference,
     max_relative_difference,
@@ -91,6 +94,34 @@ def test_a_fixed_batch_is_run_at_its_size_and_other_sizes_are_skipped(tmp_path):
     result = validate_model(path, {"x": sample_x(3)}, affine_reference, fp16=False)
     assert [row.status for row in result.rows[2:]] == ["skip", "ok", "skip"]
     assert "fixed batch" in result.row("batch 1").detail
+
+
+@pytest.mark.parametrize("batch_sizes", [(1, 3, 16), (1, 16)])
+def test_a_fixed_batch_without_a_reference_is_run_once_and_never_compared_with_itself(tmp_path, batch_sizes):
+    path = affine_model(tmp_path / "fixed.onnx", batch=3)
+    result = validate_model(path, batch_sizes=batch_sizes, fp16=False)
+    run = result.row("batch 3")
+    assert run.status == "ok" and run.max_abs_diff is None
+    assert run.detail == ("ran (axis 0 is not dynamic, so there is no other batch size to compare with; "
+                          "no reference given): 'y' (3, 3)")
+    assert [row.check for row in result.rows if row.status != "skip"] == ["checker", "load", "batch 3"]
+
+
+def _constant_model(path):
+    """No inputs: y = [1, 2] from a Constant node."""
+    constant = helper.make_node("Constant", [], ["y"], value=numpy_helper.from_array(np.array([1.0, 2.0], np.float32)))
+    graph = helper.make_graph([constant], "constant", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    return _save(graph, path)
+
+
+def test_a_model_without_inputs_is_run_once_in_a_row_called_run_not_batch_none(tmp_path):
+    path = _constant_model(tmp_path / "constant.onnx")
+    result = validate_model(path)
+    assert [row.check for row in result.rows] == ["checker", "load", "run", "fp16"]
+    assert result.row("run").detail == "ran (the model has no inputs; no reference given): 'y' (2,)"
+    assert "None" not in result.to_text() and result.ok
+    with_reference = validate_model(path, reference=lambda feeds: [np.array([1.0, 2.0])], fp16=False)
+    assert with_reference.row("run").status == "ok" and with_reference.max_abs_diff == 0.0
 
 
 # Numbers and tolerances
@@ -179,6 +210,124 @@ def test_dim_sizes_with_an_unknown_symbol_list_the_model_symbols(pooled):
         validate_model(pooled, {"x": x}, dim_sizes={"seq": (3,)})
 
 
+def test_random_feeds_refuse_a_dimension_name_the_model_lacks_and_list_its_dimensions(pooled):
+    inputs, _ = model_signatures(onnx.load(str(pooled)))
+    with pytest.raises(ValidationInputError) as caught:
+        random_feeds(inputs, 2, dim_sizes={"seq": 3}, label="pool.onnx")
+    assert str(caught.value) == ("pool.onnx: no input has a dynamic dimension named 'seq'; its named dynamic "
+                                 "dimensions are ['sequence']; axis 0 ('batch') is set by the batch sizes.")
+    with pytest.raises(ValidationInputError, match=r"'batch' is axis 0, the batch: set it with the batch sizes"):
+        random_feeds(inputs, 2, dim_sizes={"batch": 3})
+
+
+def test_a_dimension_name_on_a_model_with_fixed_axes_says_it_has_none(tmp_path):
+    inputs, _ = model_signatures(onnx.load(str(affine_model(tmp_path / "fixed.onnx", batch=3))))
+    with pytest.raises(ValidationInputError, match=r"'seq'; it has no named dynamic dimension beyond axis 0\.$"):
+        random_feeds(inputs, 2, dim_sizes={"seq": 3})
+
+
+# Sizes that would not fit in memory: refused before anything is allocated
+
+def _declared_model(path, dims, elem_type=TensorProto.FLOAT):
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity",
+                              [helper.make_tensor_value_info("x", elem_type, dims)],
+                              [helper.make_tensor_value_info("y", elem_type, dims)])
+    return _save(graph, path)
+
+
+def test_a_declared_shape_too_large_for_memory_is_refused_with_its_size_and_the_budget(tmp_path, monkeypatch):
+    monkeypatch.delenv("LABSUPPORT_MAX_INPUT_BYTES", raising=False)
+    path = _declared_model(tmp_path / "huge.onnx", [100000, 100000, 100000])
+    with pytest.raises(ValidationInputError) as caught:
+        validate_model(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: the inputs would take 3.6 PiB (4,000,000,000,000,000 bytes) for 'x' ")
+    assert "more than the input budget of 1.0 GiB" in message
+
+
+def test_a_budget_raised_beyond_this_machines_memory_still_ends_in_one_line(tmp_path):
+    path = _declared_model(tmp_path / "huge.onnx", [100000, 100000, 100000])
+    with pytest.raises(ValidationInputError) as caught:
+        validate_model(path, max_input_bytes="5PiB")
+    assert str(caught.value) == (f"{path}: input 'x' [100000, 100000, 100000] float32 does not fit in this machine's "
+                                 "memory, although the input budget allows it: use smaller sizes, and a budget this "
+                                 "machine can hold.")
+
+
+@pytest.mark.parametrize("options, label", [({"batch_sizes": (10**12,)}, "batch 1000000000000"),
+                                            ({"dim_sizes": {"sequence": (10**12,)}}, "sequence 1000000000000")])
+def test_requested_sizes_beyond_the_budget_are_refused_before_allocating(pooled, options, label):
+    x = np.zeros((4, 6, 2), np.float32)
+    with pytest.raises(ValidationInputError, match=f"^{pooled}, {label}: the inputs would take .* input budget"):
+        validate_model(pooled, {"x": x}, **options)
+
+
+def test_the_budget_is_set_by_keyword_or_environment_variable(affine, monkeypatch):
+    with pytest.raises(ValidationInputError, match=r"would take 256 bytes for 'x' \[16, 4\] float32, more than the "
+                                                   r"input budget of 200 bytes"):
+        validate_model(affine, {"x": sample_x()}, max_input_bytes=200)
+    monkeypatch.setenv("LABSUPPORT_MAX_INPUT_BYTES", "200")
+    with pytest.raises(ValidationInputError, match=r"budget of 200 bytes"):
+        validate_model(affine, {"x": sample_x()})
+    assert validate_model(affine, {"x": sample_x()}, max_input_bytes="1MiB", fp16=False).ok
+
+
+# Input types random feeds cannot be made for
+
+@pytest.mark.parametrize("value_info, reason, example", [
+    (helper.make_tensor_value_info("x", TensorProto.BFLOAT16, ["batch", 4]),
+     "is a tensor(bfloat16), which NumPy has no type for", "np.asarray(values, dtype=ml_dtypes.bfloat16)"),
+    (helper.make_tensor_value_info("x", TensorProto.FLOAT8E4M3FN, ["batch", 4]),
+     "is a tensor(float8e4m3fn), which NumPy has no type for", "np.asarray(values, dtype=ml_dtypes.float8_e4m3fn)"),
+    (helper.make_tensor_value_info("x", TensorProto.FLOAT8E5M2, ["batch", 4]),
+     "is a tensor(float8e5m2), which NumPy has no type for", "np.asarray(values, dtype=ml_dtypes.float8_e5m2)"),
+    (helper.make_tensor_value_info("x", TensorProto.FLOAT, None),
+     "is a tensor(float) with no declared rank", "an array of the shape it expects"),
+    (helper.make_tensor_value_info("x", TensorProto.STRING, None),
+     "is a tensor(string) with no declared rank", "an array of the shape it expects"),
+    (helper.make_tensor_sequence_value_info("x", TensorProto.FLOAT, None), "is a seq(tensor(float))", "[array, ...]"),
+    (helper.make_value_info("x", helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(
+        TensorProto.FLOAT, None))), "is a map(int64,tensor(float))", "{key: value, ...}"),
+    (helper.make_value_info("x", helper.make_optional_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT,
+                                                                                                [2]))),
+     "is an optional(tensor(float))", "its value"),
+])
+def test_random_feeds_for_an_input_type_they_cannot_make_say_how_to_pass_your_own(value_info, reason, example):
+    graph = helper.make_graph([], "g", [value_info], [])
+    inputs, _ = model_signatures(helper.make_model(graph))
+    with pytest.raises(ValidationInputError) as caught:
+        random_feeds(inputs, 2, label="m.onnx")
+    assert str(caught.value) == (f"m.onnx: input 'x' {reason}, so random values cannot be made for it; validate it "
+                                 f"from Python with your own feeds: validate_model(path, feeds={{'x': {example}}}).")
+
+
+def test_an_undefined_element_type_or_a_negative_size_is_named_with_the_file(tmp_path):
+    undefined = _declared_model(tmp_path / "undefined.onnx", ["batch", 4], TensorProto.UNDEFINED)
+    with pytest.raises(ValidationInputError, match=r"undefined.onnx: input 'x' is a tensor\(undefined\), an element type "
+                                                   r"no array can hold: fix the type where the model is made\.$"):
+        validate_model(undefined)
+    negative = _declared_model(tmp_path / "negative.onnx", [-1, 4])
+    with pytest.raises(ValidationInputError, match=r"negative.onnx: input 'x' declares a negative size \[-1, 4\]: "
+                                                   r"fix the export \(a dynamic axis is named, not -1\)\.$"):
+        validate_model(negative)
+
+
+def test_a_bfloat16_input_validates_with_your_own_feeds(tmp_path):
+    """ONNX Runtime's Python API takes no bfloat16 NumPy array; the harness passes it as an OrtValue."""
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)], "widen",
+                              [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    path = _save(graph, tmp_path / "widen.onnx", opsets=(("", 21),))
+    x = sample_x().astype(ml_dtypes.bfloat16)
+    result = validate_model(path, {"x": x}, lambda feeds: [feeds["x"].astype(np.float32)], fp16=False)
+    assert result.ok and result.max_abs_diff == 0.0
+
+
+def test_a_wrong_dtype_for_a_type_numpy_lacks_names_the_ml_dtypes_type():
+    with pytest.raises(ValidationInputError, match=r"convert with \.astype\(ml_dtypes\.bfloat16\)\.$"):
+        check_feeds("m.onnx", [TensorSignature("x", TensorProto.BFLOAT16, ("batch", 4))], {"x": sample_x()})
+
+
 # float16 precision
 
 def test_fp16_is_measured_against_the_float32_model_and_judged_with_its_own_tolerance(affine):
@@ -199,6 +348,15 @@ def test_fp16_is_skipped_with_a_reason_for_ai_onnx_ml_operators(tmp_path):
 
 
 # Structure and load
+
+def test_a_run_failing_without_a_reference_is_a_failed_row_not_an_exception(tmp_path):
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "reshape",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.array([5], np.int64), "shape")])
+    result = validate_model(_save(graph, tmp_path / "reshape.onnx"), fp16=False)
+    assert result.row("batch 16").status == "fail" and result.row("batch 16").detail.startswith("ONNX Runtime failed: ")
+
 
 def test_checker_failure_is_a_failed_row_not_an_exception(tmp_path):
     graph = helper.make_graph([helper.make_node("Add", ["x", "missing"], ["y"])], "dangling",
