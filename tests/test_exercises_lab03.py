@@ -6,6 +6,7 @@ import onnx
 import onnxruntime
 import pytest
 from onnx import helper, numpy_helper, version_converter
+from onnx.reference import ReferenceEvaluator
 
 from labsupport.checking import ____
 from labsupport.exercises import lab03
@@ -288,3 +289,41 @@ def test_broken_model_reference_is_softmax_over_axis_1():
 
 def test_puzzle_model_output_is_inferred_with_the_symbolic_batch():
     assert lab03.inferred_output_shape(lab03.puzzle_model()) == ("N", 392)
+
+
+# ---------------------------------------------------------------------------
+# Q8 ReferenceVersusRuntime: the answer says what the opset-9 reference computes
+# ---------------------------------------------------------------------------
+
+def _one_output_batch_normalization_9():
+    rng = np.random.default_rng(0)
+    channels = 3
+    x = (rng.standard_normal((4, channels, 5, 5)) * 2 + 1).astype(np.float32)
+    parameters = {"scale": rng.uniform(0.5, 1.5, channels), "bias": rng.standard_normal(channels),
+                  "mean": rng.standard_normal(channels), "var": rng.uniform(0.5, 2.0, channels)}
+    parameters = {name: value.astype(np.float32) for name, value in parameters.items()}
+    graph = helper.make_graph([helper.make_node("BatchNormalization", ["x", *parameters], ["y"])], "bn9",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, list(x.shape))],
+                              initializer=[numpy_helper.from_array(value, name) for name, value in parameters.items()])
+    model = helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 9)])
+    return model, x, parameters
+
+
+def test_reference_versus_runtime_answer_describes_the_blend_the_opset_9_reference_computes():
+    model, x, parameters = _one_output_batch_normalization_9()
+    shape = (1, -1, 1, 1)
+    batch_mean, batch_var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+
+    def normalise(mean, var):
+        return (parameters["scale"].reshape(shape) * (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + 1e-5)
+                + parameters["bias"].reshape(shape))
+
+    (by_reference,) = ReferenceEvaluator(model).run(None, {"x": x})
+    (by_runtime,) = _run(model, {"x": x})
+    np.testing.assert_allclose(by_reference, normalise(0.9 * parameters["mean"] + 0.1 * batch_mean,
+                                                       0.9 * parameters["var"] + 0.1 * batch_var), atol=1e-5)
+    np.testing.assert_allclose(by_runtime, normalise(parameters["mean"], parameters["var"]), atol=1e-5)
+    answer = lab03.ReferenceVersusRuntime.solution
+    assert "0.9·stored + 0.1·batch" in answer
+    assert "normalises with batch statistics" not in answer

@@ -1,7 +1,10 @@
 """Lab 04's exercises: reference answers pass, wrong answers fail, blanks are not attempted."""
 
+import re
 from collections import Counter
+from pathlib import Path
 
+import nbformat
 import numpy as np
 import onnx
 import pytest
@@ -12,10 +15,12 @@ from onnxscript import opset20 as op
 from labsupport.checking import ____
 from labsupport.exercises import lab04
 from labsupport.models import quiet_exporter_logs
-from labsupport.models.torch_models import build_digits_cnn, export_digits_cnn, export_sequence_model
+from labsupport.models.torch_models import (build_digits_cnn, export_digits_cnn, export_scale_to_unit,
+                                            export_sequence_model)
 from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted
 
 DYNAMIC_BATCH = ({0: torch.export.Dim("batch")},)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # The exporters' own messages, read and explained in the lab, are not what these tests are about.
@@ -195,6 +200,31 @@ def test_loop_export_with_a_fixed_trip_count_fails_on_larger_scales(folder):
 
 def test_loop_export_placeholder_is_not_attempted():
     assert_check_unattempted(lab04.LoopExport)
+
+
+def test_loop_export_that_the_lab_shows_after_the_exercise_is_a_correct_answer(folder):
+    assert_check_passed(lab04.LoopExport, {"loop_path": export_scale_to_unit(folder / "labsupport_loop.onnx")})
+
+
+def _code_cells(folder):
+    notebook = nbformat.read(str(ROOT / folder / f"{lab04.LAB}.ipynb"), as_version=4)
+    return [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def test_student_notebook_shows_and_runs_the_reference_loop_without_the_learners_answer():
+    cells = _code_cells("notebooks")
+    after_check = cells[next(index for index, source in enumerate(cells) if "q3.check()" in source) + 1:]
+    assert any("export_scale_to_unit(" in source for source in after_check), "no later cell builds the reference Loop"
+    assert any("ScaleToUnitLoop(" in source and ".run(" in source for source in after_check), (
+        "no later cell runs the reference Loop against eager PyTorch")
+    for source in after_check:
+        assert not re.search(r"\b(loop_path|ScaleToUnit)\b", source), (
+            f"a later cell depends on the learner's answer to exercise 3:\n{source}")
+
+
+def test_lab_types_no_exporter_step_number_the_library_owns():
+    for source in _code_cells("solutions"):
+        assert not re.search(r"step \d+ (of|/) ?\d+", source), f"a cell types the exporter's step count:\n{source}"
 
 
 # Exercise 4 — the custom operator, decomposed

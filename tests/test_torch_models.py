@@ -104,3 +104,27 @@ def test_sequence_model_runs_longer_sequences_than_it_was_exported_with(sequence
     tokens, _ = torch_models.make_sequence_data(count=3, length=50, seed=5)
     (onnx_logits,) = _session(sequence_model).run(None, {"tokens": tokens})
     np.testing.assert_allclose(onnx_logits, sequence_model.framework_outputs({"tokens": tokens})[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def scale_to_unit_path(tmp_path_factory):
+    return torch_models.export_scale_to_unit(tmp_path_factory.mktemp("loop") / "scale_to_unit.onnx")
+
+
+def test_scale_to_unit_export_keeps_the_loop_with_a_dynamic_batch(scale_to_unit_path):
+    model = onnx.load(str(scale_to_unit_path))
+    onnx.checker.check_model(model, full_check=True)
+    assert "Loop" in [node.op_type for node in model.graph.node]
+    assert [value.name for value in model.graph.input] == ["pixels"]
+    assert [value.name for value in model.graph.output] == ["scaled"]
+    assert _symbolic_axes(model.graph.input[0]) == [0]
+
+
+@pytest.mark.parametrize(("batch", "scale"), [(1, 1.0), (4, 16.0), (9, 255.0), (2, 1000.0)])
+def test_scale_to_unit_export_halves_as_often_as_eager_pytorch(scale_to_unit_path, batch, scale):
+    pixels = (np.random.default_rng(batch).random((batch, 1, 8, 8)) * scale).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(scale_to_unit_path), providers=["CPUExecutionProvider"])
+    (scaled,) = session.run(None, {"pixels": pixels})
+    with torch.no_grad():
+        eager = torch_models.ScaleToUnitLoop()(torch.from_numpy(pixels)).numpy()
+    assert scaled.max() <= 1 and np.array_equal(scaled, eager)

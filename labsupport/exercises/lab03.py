@@ -252,8 +252,9 @@ class DefinitionInForce(FunctionProblem):
     vars = ("definition_in_force",)
     hints = ("A model that imports opset N uses, for each operator, the newest definition whose since_version is "
              "at most N — not necessarily one introduced at N.",
-             "`onnx.defs.get_schema(op_type, opset)` returns exactly that schema (its second argument is "
-             "`max_inclusive_version`); return its `.since_version`.")
+             "`onnx.defs.get_schema` takes an operator name and a *maximum* version (its parameter is called "
+             "`max_inclusive_version`) and returns the newest definition at or below it; a schema knows the "
+             "version it was introduced in.")
     solution = """def definition_in_force(op_type, opset):
     return onnx.defs.get_schema(op_type, opset).since_version"""
     arguments = [("Clip", 9), ("Clip", 18), ("ReduceSum", 17), ("Softmax", 12), ("Relu", 21),
@@ -270,7 +271,8 @@ class UpgradeLegacyModel(OnnxModelProblem):
     vars = ("upgraded_model",)
     hints = ("Editing `opset_import[0].version` only changes the label: Clip would still carry `min`/`max` "
              "attributes that opset 18 no longer has. The version converter rewrites the nodes.",
-             "`upgraded_model = version_converter.convert_version(legacy_model, 18)`.")
+             "`onnx.version_converter` has one function for this: it takes the model and the target opset "
+             "number, and returns a new model (the original is left as it was).")
     solution = "upgraded_model = version_converter.convert_version(legacy_model, 18)"
     opset = 18
     input_names = ("x",)
@@ -292,8 +294,9 @@ class ConvOutputSize(FunctionProblem):
     vars = ("conv_output_size",)
     hints = ("A dilated kernel spans d·(k − 1) + 1 input positions; count how many times a window of that span "
              "fits in the padded input when it moves `stride` positions at a time.",
-             "`(size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1`; `//` floors, as ONNX does "
-             "(Conv has no ceil mode).")
+             "Subtract the span from the padded size: that is how far the window can still move. Count the "
+             "moves of `stride` that fit, rounding down as ONNX does (Conv has no ceil mode), and add one for the "
+             "window's first position.")
     solution = """def conv_output_size(size, kernel, stride=1, pad_begin=0, pad_end=0, dilation=1):
     return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1"""
     arguments = [(32, 3, 1, 1, 1, 1), (224, 7, 2, 3, 3, 1), (56, 3, 2, 1, 1, 1), (10, 3, 1, 0, 0, 2),
@@ -330,9 +333,10 @@ class FixBrokenModel(OnnxModelProblem):
     vars = ("fixed_model",)
     hints = ("Run `onnx.checker.check_model(model, full_check=True)` after each change and read the message: "
              "there are two faults, and the plain check only finds the first.",
-             "Rename the Softmax attribute (`del node.attribute[:]`, then "
-             "`node.attribute.append(helper.make_attribute('axis', 1))`), and replace the int64 initializer "
-             "'offset' by a float32 one with the same values (`numpy_helper.from_array`).")
+             "The Softmax node must carry `axis` instead of `axes`: a node's attributes are a repeated field you "
+             "can empty and refill (`helper.make_attribute` builds one). The initializer 'offset' must hold the "
+             "same values as float32: convert it to NumPy, cast, and copy a new tensor of the same name over it "
+             "(`numpy_helper` converts both ways, `CopyFrom` overwrites a message).")
     solution = """fixed_model = lab03.broken_softmax_model()
 softmax_node = fixed_model.graph.node[2]
 del softmax_node.attribute[:]
@@ -405,9 +409,12 @@ class ReferenceVersusRuntime(ThoughtExperiment):
         "differently: expose intermediate tensors, compare node by node to find the first one that parts, then "
         "read that operator's definition *for the version the model imports*. On the ResNet block the culprit was "
         "BatchNormalization-9, whose test/training mode depends on the number of outputs; onnx 1.23's reference "
-        "code decides it from the momentum attribute, whose schema default is always filled in, so it normalises "
-        "with batch statistics (a known bug, onnx/onnx PR #8442). Upgrading the block to BatchNormalization-15, "
-        "where training_mode=0 is explicit, made both agree: knowing the operator versions is how you fix it.")
+        "code decides it from the momentum attribute, whose schema default (0.9) is always filled in, so a "
+        "one-output node normalises with neither the stored statistics (inference) nor the batch's (training) but "
+        "with a blend, 0.9·stored + 0.1·batch, the running statistics a training step would write back (a known "
+        "bug, onnx/onnx PR #8442). Upgrading the block to BatchNormalization-15, "
+        "whose training_mode attribute defaults to 0 (inference), made both agree: knowing the operator versions is "
+        "how you fix it.")
 
 
 PROBLEMS = [

@@ -145,9 +145,10 @@ class LoopExport(ModelFileProblem):
     hints = ("`torch.while_loop(cond_fn, body_fn, carried_inputs)`: `carried_inputs` is a tuple of tensors, "
              "`cond_fn` takes them and returns a boolean scalar tensor, `body_fn` takes them and returns a tuple "
              "of the same shapes.",
-             "`(scaled,) = torch.while_loop(lambda p: p.max() > 1, lambda p: (p / 2,), (pixels,))`; export with "
-             "`dynamic_shapes=({0: torch.export.Dim('batch')},)`, `input_names=['pixels']`, "
-             "`output_names=['scaled']` and `external_data=False`.")
+             "Here the carried tuple holds only the pixels: the condition asks the same question as the Python "
+             "`while` above, the body returns a one-element tuple with the halved pixels, and the result is a "
+             "one-element tuple to unpack. Export as in exercise 2, with only axis 0 dynamic, `pixels` in, "
+             "`scaled` out and the weights inside the file.")
     solution = """class ScaleToUnit(torch.nn.Module):
     def forward(self, pixels):
         (scaled,) = torch.while_loop(lambda p: p.max() > 1, lambda p: (p / 2,), (pixels,))
@@ -190,8 +191,9 @@ class DecomposedCustomOp(ModelFileProblem):
     hints = ("A translation is a Python function taking the ONNX values (and the op's other arguments) and "
              "returning ONNX values; build it from `op.Div`, `op.Tanh` and `op.Mul` (`from onnxscript import "
              "opset20 as op`).",
-             "`def smooth_clip_standard(x, limit: float): return op.Mul(op.Tanh(op.Div(x, limit)), limit)`, then "
-             "`custom_translation_table={torch.ops.workbook.smooth_clip.default: smooth_clip_standard}`.")
+             "smooth_clip is limit · tanh(x / limit): nest the three calls in that order, the division innermost, "
+             "and return the product. Then hand the exporter a `custom_translation_table` that maps the operator's "
+             "overload (`torch.ops.workbook.smooth_clip.default`) to your function.")
     solution = """def smooth_clip_standard(x, limit: float):
     return op.Mul(op.Tanh(op.Div(x, limit)), limit)
 
@@ -272,8 +274,8 @@ class ParityMetrics(FunctionProblem):
     vars = ("parity_metrics",)
     hints = ("`max_abs_diff` is the largest |candidate − reference|; `max_rel_diff` divides it by the largest "
              "|reference| (the output's scale), not element by element.",
-             "`argmax_agreement` is the *fraction* of rows whose argmax over the last axis agrees: "
-             "`(candidate.argmax(axis=-1) == reference.argmax(axis=-1)).mean()`.")
+             "`argmax_agreement` is the *fraction* of rows whose argmax over the last axis agrees: compare the two "
+             "arrays of row-wise winners element by element, and average the booleans (a sum would be a count).")
     solution = """def parity_metrics(reference, candidate):
     reference = np.asarray(reference, dtype=np.float64)
     candidate = np.asarray(candidate, dtype=np.float64)
@@ -319,7 +321,7 @@ class CustomDomainTradeoff(ThoughtExperiment):
         "TensorRT or OpenVINO, an ONNX Runtime contrib or custom op), when the decomposition would be large or "
         "numerically worse, or when the operator cannot be expressed in standard ONNX at all. The price is "
         "portability: every runtime that loads the file must be told how to run the node, so ship with the model "
-        "either the custom-operator library registered in each runtime (lab 13) or a model-local function "
+        "either the custom-operator library registered in each runtime (the coming lab 13) or a model-local function "
         "(FunctionProto) in that domain whose body uses standard operators, which runtimes without a kernel "
         "inline. Document the domain, version and semantics, and test parity for each runtime you support. "
         "Otherwise decompose: a file of standard operators runs everywhere.")

@@ -4,7 +4,9 @@ Introduced in lab 04. Two small seeded models, each trained in a second or two o
 
 * the digits CNN: input ``pixels`` [batch, 1, 8, 8] float32 → output ``logits`` [batch, 10];
 * a token-sequence classifier: input ``tokens`` [batch, sequence] int64 → output ``logits``
-  [batch, 2], an embedding averaged over the sequence, so any sequence length is valid.
+  [batch, 2], an embedding averaged over the sequence, so any sequence length is valid;
+* :class:`ScaleToUnitLoop`, lab 04's data-dependent loop (halve the pixels until none exceeds
+  1) written with ``torch.while_loop``, so that it exports as an ONNX ``Loop``.
 
 Every ``export_*`` function uses the torch.export-based exporter with dynamic axes and writes
 one self-contained file; every ``exported_*`` function returns an :class:`ExportedModel` whose
@@ -24,9 +26,11 @@ from labsupport.models import SEED, DigitsSplit, ExportedModel, load_digits_spli
 
 __all__ = [
     "SEQUENCE_VOCABULARY",
+    "ScaleToUnitLoop",
     "build_digits_cnn",
     "build_sequence_model",
     "export_digits_cnn",
+    "export_scale_to_unit",
     "export_sequence_model",
     "exported_digits_cnn",
     "exported_sequence_model",
@@ -179,3 +183,30 @@ def exported_sequence_model(path: str | Path) -> ExportedModel:
     tokens, _ = make_sequence_data(count=64, seed=SEED + 1)
     return ExportedModel("token classifier (PyTorch, torch.export)", export_sequence_model(path, model),
                          {"tokens": tokens}, _eager_outputs(model, "tokens"), ("logits",), {"tokens": (0, 1)})
+
+
+class ScaleToUnitLoop(nn.Module):
+    """Halve a whole batch of pixels while its largest value exceeds 1 (lab 04, exercise 3's reference).
+
+    ``torch.while_loop`` captures the loop itself rather than the iterations one example
+    happens to need, so the exported graph holds an ONNX ``Loop`` that decides at run time.
+    """
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        (scaled,) = torch.while_loop(lambda carried: carried.max() > 1, lambda carried: (carried / 2,), (pixels,))
+        return scaled
+
+
+def export_scale_to_unit(path: str | Path) -> Path:
+    """Export :class:`ScaleToUnitLoop` to ``path``: input ``pixels`` [batch, 1, 8, 8] → output ``scaled``.
+
+    torch.export-based exporter, dynamic batch, one self-contained file, so later cells of lab
+    04 can show and run the ``Loop`` whatever a learner wrote in the exercise.
+    """
+    quiet_exporter_logs()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.full((3, 1, 8, 8), 16.0)
+    torch.onnx.export(ScaleToUnitLoop().eval(), (example,), str(path), input_names=["pixels"], output_names=["scaled"],
+                      dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False)
+    return path
