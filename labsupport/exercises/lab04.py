@@ -67,7 +67,7 @@ class LegacyCnnExport(ModelFileProblem):
              "it takes `dynamic_axes`, a dict from input/output name to {axis: name}.",
              "`dynamic_axes={'pixels': {0: 'batch'}, 'logits': {0: 'batch'}}`, with `input_names=['pixels']` and "
              "`output_names=['logits']`.")
-    solution = """legacy_path = artifacts / "digits_cnn_torchscript.onnx"
+    solution = """legacy_path = artifacts / "digits_cnn_torchscript_dynamic.onnx"
 torch.onnx.export(cnn, (example,), str(legacy_path), dynamo=False, input_names=["pixels"], output_names=["logits"],
                   dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}}, verbose=False)"""
     external_data = False
