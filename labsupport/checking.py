@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import numbers
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -39,6 +40,7 @@ __all__ = [
     "FunctionProblem",
     "Incorrect",
     "IncorrectAnswerError",
+    "LabExercises",
     "NotAttempted",
     "Problem",
     "ProblemView",
@@ -48,6 +50,7 @@ __all__ = [
     "bind_problems",
     "contains_placeholder",
     "is_strict",
+    "make_binder",
 ]
 
 
@@ -363,7 +366,11 @@ class ProblemView:
 
     def __repr__(self) -> str:
         prompt = f": {self.problem.prompt}" if self.problem.prompt else ""
+        module = type(self.problem).__module__
+        lab_file = module.replace(".", "/") + ".py"
+        test_file = f"tests/test_exercises_{module.rsplit('.', 1)[-1]}.py"
         return (f"Exercise {self.name}{prompt}\n"
+                f"Problem {type(self.problem).__name__} in {lab_file}, tested in {test_file}\n"
                 f"Commands: {self.name}.check(), {self.name}.hint(), {self.name}.solution()")
 
     def evaluate(self) -> CheckResult:
@@ -435,21 +442,54 @@ class ProblemView:
         display.show(f"📖 **Solution** ({self.name}):\n\n{markdown}", f"Solution ({self.name}):\n{body}")
 
 
-def bind_problems(lab: str, problems: Sequence[type[Problem]], namespace: dict[str, Any]) -> list[ProblemView]:
-    """Make the views ``q1``, ``q2`` … for a lab's problems, reading from ``namespace``.
+_LABEL = re.compile(r"q[1-9]\d*")
 
-    Binding also puts the placeholder ``____`` into ``namespace``, so the blanks of the lab's
-    exercise cells run untouched without the first cell showing ``____`` as a blank to fill.
+
+def _labelled(problems: Mapping[str, type[Problem]] | Sequence[type[Problem]]) -> dict[str, type[Problem]]:
+    """A lab's problems by label. A mapping keeps its labels; a plain list is labelled by position."""
+    if not isinstance(problems, Mapping):
+        return {f"q{number}": problem for number, problem in enumerate(problems, start=1)}
+    for label, problem in problems.items():
+        if not _LABEL.fullmatch(label):
+            raise ValueError(f"exercise label {label!r} for {problem.__name__} should look like 'q7'")
+    classes = [problem.__name__ for problem in problems.values()]
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"a problem class is listed twice in {classes}")
+    return dict(problems)
+
+
+class LabExercises(tuple):
+    """The views a lab binds, in the order its module lists them; shown as a table of labels."""
+
+    def __repr__(self) -> str:
+        return "\n".join(f"{view.name:>4}  {view.problem.__class__.__name__:<28} {view.problem.prompt}" for view in self)
+
+    def _repr_markdown_(self) -> str:
+        rows = [f"| `{view.name}` | {view.problem.__class__.__name__} | {view.problem.prompt} |" for view in self]
+        return "| exercise | problem | what it asks |\n|---|---|---|\n" + "\n".join(rows)
+
+
+def bind_problems(lab: str, problems: Mapping[str, type[Problem]] | Sequence[type[Problem]],
+                  namespace: dict[str, Any]) -> LabExercises:
+    """Bind a lab's exercises into ``namespace`` under their labels (``q1``, ``q7``…) and return them.
+
+    A label belongs to its problem, not to its position: adding, removing or moving an exercise
+    renames no other. Binding also puts the placeholder ``____`` into ``namespace``, so the blanks
+    of the lab's exercise cells run untouched without the first cell showing ``____`` as a blank.
     """
     namespace["____"] = ____
-    return [ProblemView(problem(), f"q{number}", lab, namespace) for number, problem in enumerate(problems, start=1)]
+    views = LabExercises(ProblemView(problem(), label, lab, namespace) for label, problem in _labelled(problems).items())
+    namespace.update({view.name: view for view in views})
+    return views
 
 
-def make_binder(lab: str, problems: Sequence[type[Problem]]) -> Callable[[dict[str, Any]], list[ProblemView]]:
+def make_binder(lab: str, problems: Mapping[str, type[Problem]] | Sequence[type[Problem]]
+                ) -> Callable[[dict[str, Any]], LabExercises]:
     """Give a lab module its ``bind(globals())`` function."""
+    labels = ", ".join(_labelled(problems))
 
-    def bind(namespace: dict[str, Any]) -> list[ProblemView]:
+    def bind(namespace: dict[str, Any]) -> LabExercises:
         return bind_problems(lab, problems, namespace)
 
-    bind.__doc__ = f"Return the views q1…q{len(problems)} of lab {lab}, reading answers from ``namespace``."
+    bind.__doc__ = f"Bind the exercises {labels} of lab {lab} into ``namespace`` (the notebook's ``globals()``)."
     return bind
