@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -258,7 +261,7 @@ def test_row_major_strides_in_elements_are_reported():
         return tuple(stride // itemsize for stride in row_major_strides(shape, itemsize))
 
     assert_check_failed(lab02.RowMajorStrides, {"row_major_strides": in_elements},
-                        "`row_major_strides((2, 3, 4), 4)[0]` = 12 is too small")
+                        "(2, 3, 4), 4)` = 12 is too small")
 
 
 def test_row_major_strides_column_major_is_reported():
@@ -266,7 +269,7 @@ def test_row_major_strides_column_major_is_reported():
         return tuple(reversed(row_major_strides(tuple(reversed(shape)), itemsize)))
 
     assert_check_failed(lab02.RowMajorStrides, {"row_major_strides": column_major},
-                        "`row_major_strides((2, 3, 4), 4)[0]` = 4 is too small")
+                        "(2, 3, 4), 4)` = 4 is too small")
 
 
 def test_row_major_strides_list_of_wrong_length_is_reported():
@@ -349,41 +352,74 @@ def test_build_affine_model_placeholder_is_not_attempted():
 # Q8 SaveWithExternalData
 # ---------------------------------------------------------------------------
 
-def test_save_with_external_data_reference_passes(tmp_path, wide_model):
-    wide_path = tmp_path / "wide_external.onnx"
-    onnx.save_model(wide_model, wide_path, save_as_external_data=True, location="wide_external.onnx.data")
+@pytest.fixture
+def lab02_dir(tmp_path, monkeypatch):
+    """The notebook's `lab02_dir`, artifacts/02 under the working directory, in a scratch working directory."""
+    from labsupport import artifacts_dir
+
+    monkeypatch.chdir(tmp_path)
+    return artifacts_dir("02")
+
+
+def test_save_with_external_data_reference_passes(lab02_dir, wide_model):
+    wide_path = solution_answer(lab02.SaveWithExternalData, onnx=onnx, lab02_dir=lab02_dir, wide_model=wide_model)
+    assert wide_path.parent == lab02_dir
     assert_check_passed(lab02.SaveWithExternalData, {"wide_path": wide_path})
     assert_check_passed(lab02.SaveWithExternalData, {"wide_path": str(wide_path)})
+    assert_check_passed(lab02.SaveWithExternalData, {"wide_path": wide_path.resolve()})
 
 
-def test_save_with_external_data_inline_weights_are_asked_to_move_out(tmp_path, wide_model):
-    wide_path = tmp_path / "wide_inline.onnx"
+def test_save_with_external_data_outside_lab02_dir_is_told_to_save_in_lab02_dir(lab02_dir, wide_model):
+    wide_path = Path("wide_external.onnx")  # the working directory, not lab02_dir: a learner's typical slip
+    onnx.save_model(wide_model, wide_path, save_as_external_data=True, location="wide_external.onnx.data")
+    assert_check_failed(lab02.SaveWithExternalData, {"wide_path": wide_path},
+                        "but the exercise asks for the folder `lab02_dir`")
+
+
+def test_save_with_external_data_in_a_subfolder_of_lab02_dir_is_not_in_lab02_dir(lab02_dir, wide_model):
+    wide_path = lab02_dir / "nested" / "wide_external.onnx"
+    wide_path.parent.mkdir()
+    onnx.save_model(wide_model, wide_path, save_as_external_data=True, location="wide_external.onnx.data")
+    assert_check_failed(lab02.SaveWithExternalData, {"wide_path": wide_path}, "save the model there")
+
+
+def test_save_with_external_data_again_after_a_save_elsewhere_is_told_to_rebuild_the_model(lab02_dir, wide_model):
+    onnx.save_model(wide_model, "wide_external.onnx", save_as_external_data=True, location="wide_external.onnx.data")
+    Path("wide_external.onnx.data").unlink()  # what the lab says to do about the FileExistsError
+    wide_path = lab02_dir / "wide_external.onnx"
+    onnx.save_model(wide_model, wide_path, save_as_external_data=True, location="wide_external.onnx.data")
+    assert_check_failed(lab02.SaveWithExternalData, {"wide_path": wide_path},
+                        "re-run the cell that builds `wide_model`")
+
+
+def test_save_with_external_data_inline_weights_are_asked_to_move_out(lab02_dir, wide_model):
+    wide_path = lab02_dir / "wide_inline.onnx"
     onnx.save_model(wide_model, wide_path)
     assert_check_failed(lab02.SaveWithExternalData, {"wide_path": wide_path}, "save them as external data")
 
 
-def test_save_with_external_data_only_the_small_bias_outside_exceeds_the_size_limit(tmp_path, wide_model):
+def test_save_with_external_data_only_the_small_bias_outside_exceeds_the_size_limit(lab02_dir, wide_model):
     from onnx.external_data_helper import set_external_data
 
     bias = next(tensor for tensor in wide_model.graph.initializer if tensor.name == "bias")
     set_external_data(bias, location="wide_bias_only.onnx.data")
     bias.data_location = onnx.TensorProto.EXTERNAL
-    wide_path = tmp_path / "wide_bias_only.onnx"
+    wide_path = lab02_dir / "wide_bias_only.onnx"
     onnx.save_model(wide_model, wide_path)
     assert_check_failed(lab02.SaveWithExternalData, {"wide_path": wide_path}, "this exercise expects at most 16,384")
 
 
-def test_save_with_external_data_threshold_above_the_weight_is_reported(tmp_path, wide_model):
-    wide_path = tmp_path / "wide_threshold.onnx"
+def test_save_with_external_data_threshold_above_the_weight_is_reported(lab02_dir, wide_model):
+    wide_path = lab02_dir / "wide_threshold.onnx"
     onnx.save_model(wide_model, wide_path, save_as_external_data=True, size_threshold=10_000_000)
     assert_check_failed(lab02.SaveWithExternalData, {"wide_path": wide_path}, "keeps its weights inside the file")
 
 
-def test_save_with_external_data_moved_without_its_data_file_is_reported(tmp_path, wide_model):
-    saved = tmp_path / "saved" / "wide.onnx"
+def test_save_with_external_data_moved_without_its_data_file_is_reported(lab02_dir, wide_model):
+    saved = lab02_dir / "saved" / "wide.onnx"
     saved.parent.mkdir()
     onnx.save_model(wide_model, saved, save_as_external_data=True, location="wide.onnx.data")
-    moved = tmp_path / "wide.onnx"
+    moved = lab02_dir / "wide.onnx"
     moved.write_bytes(saved.read_bytes())
     assert_check_failed(lab02.SaveWithExternalData, {"wide_path": moved}, "Keep the .data file beside the .onnx file")
 
@@ -393,7 +429,7 @@ def test_save_with_external_data_model_instead_of_path_is_reported(wide_model):
 
 
 def test_save_with_external_data_missing_file_is_reported(tmp_path):
-    assert_check_failed(lab02.SaveWithExternalData, {"wide_path": tmp_path / "never_saved.onnx"}, "does not exist")
+    assert_check_failed(lab02.SaveWithExternalData, {"wide_path": tmp_path / "never_saved.onnx"}, "no such file")
 
 
 def test_save_with_external_data_placeholder_is_not_attempted():
@@ -418,3 +454,71 @@ def test_reference_affine_model_computes_relu_of_the_affine_map():
     (y,) = session.run(None, {"x": x})
     np.testing.assert_allclose(y, lab02.affine_reference(x), rtol=1e-6)
     assert (x @ lab02.affine_weights()[0] + lab02.affine_weights()[1] < 0).any(), "the feed should exercise Relu"
+
+
+
+# ---------------------------------------------------------------------------
+# What the lab teaches about saving external data, measured on the installed versions
+# ---------------------------------------------------------------------------
+
+def _data_file_size(path: Path) -> int:
+    return path.with_name(path.name + ".data").stat().st_size
+
+
+def test_onnx_save_model_appends_to_a_data_file_in_another_folder_than_the_working_directory(lab02_dir):
+    path = lab02_dir / "twice.onnx"
+    sizes = []
+    for _ in range(2):
+        onnx.save_model(lab02.build_wide_model(), path, save_as_external_data=True, location="twice.onnx.data")
+        sizes.append(_data_file_size(path))
+    assert sizes[1] == 2 * sizes[0]
+    loaded = onnx.load(path)
+    np.testing.assert_array_equal(numpy_helper.to_array(loaded.graph.initializer[0]),
+                                  numpy_helper.to_array(lab02.build_wide_model().graph.initializer[0]))
+
+
+def test_onnx_save_model_raises_file_exists_for_a_data_file_of_that_name_in_the_working_directory(lab02_dir):
+    onnx.save_model(lab02.build_wide_model(), "stray.onnx", save_as_external_data=True, location="stray.onnx.data")
+    with pytest.raises(FileExistsError):
+        onnx.save_model(lab02.build_wide_model(), lab02_dir / "stray.onnx", save_as_external_data=True,
+                        location="stray.onnx.data")
+    assert not (lab02_dir / "stray.onnx.data").exists()
+
+
+def test_onnx_save_model_raises_file_exists_on_a_second_save_when_the_working_directory_is_the_model_folder(
+        lab02_dir, monkeypatch):
+    monkeypatch.chdir(lab02_dir)
+    onnx.save_model(lab02.build_wide_model(), "again.onnx", save_as_external_data=True, location="again.onnx.data")
+    with pytest.raises(FileExistsError):
+        onnx.save_model(lab02.build_wide_model(), "again.onnx", save_as_external_data=True, location="again.onnx.data")
+
+
+def _export_scale(size: int, path: Path) -> onnx.ModelProto:
+    import torch
+
+    from labsupport.models import quiet_exporter_logs
+
+    class Scale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(size))
+
+        def forward(self, x):
+            return x * self.scale
+
+    quiet_exporter_logs()
+    torch.onnx.export(Scale().eval(), (torch.ones(2, size),), str(path), verbose=False)
+    return onnx.load(path, load_external_data=False)
+
+
+def test_review_answer_states_the_threshold_torch_exports_with(tmp_path):
+    import onnx_ir
+
+    threshold = inspect.signature(onnx_ir.save).parameters["size_threshold_bytes"].default
+    assert f"larger than {threshold} bytes" in lab02.MissingExternalData.solution
+    at_threshold = _export_scale(threshold // 4, tmp_path / "at.onnx")
+    above = _export_scale(threshold // 4 + 1, tmp_path / "above.onnx")
+    assert at_threshold.graph.initializer[0].data_location == TensorProto.DEFAULT
+    assert _data_file_size(tmp_path / "at.onnx") == 0
+    assert above.graph.initializer[0].data_location == TensorProto.EXTERNAL
+    assert _data_file_size(tmp_path / "above.onnx") == threshold + 4

@@ -35,7 +35,8 @@ class PickleOpcode(EqualityProblem):
 
     def check(self, calling_opcode):
         if isinstance(calling_opcode, str) and calling_opcode.strip().upper() in {"GLOBAL", "STACK_GLOBAL"}:
-            raise Incorrect(f"`calling_opcode` = {calling_opcode!r} finds the callable by module and name but does not call it; "
+            raise Incorrect(f"`calling_opcode` = {calling_opcode!r} finds the callable by module and name but does "
+                            "not call it; "
                             "look for the opcode that applies it to its arguments.")
         super().check(calling_opcode.strip().upper() if isinstance(calling_opcode, str) else calling_opcode)
 
@@ -57,8 +58,10 @@ def reference_logits() -> tuple[np.ndarray, np.ndarray]:
 class ExportDigitsMlp(ModelFileProblem):
     prompt = "export the trained MLP to ONNX with a dynamic batch dimension"
     vars = ("onnx_path",)
-    hints = ("Pass `input_names=['pixels']`, `output_names=['logits']` and `external_data=False` to `torch.onnx.export`.",
-             "Make the batch dynamic with `dynamic_shapes=({0: torch.export.Dim('batch')},)`: one dict per forward argument.")
+    hints = ("`torch.onnx.export` takes `input_names` and `output_names` (lists of strings) and `external_data` "
+             "(whether the weights go to a separate file).",
+             "`dynamic_shapes` holds one entry per argument of `forward`: a dict from the axis number to a "
+             "`torch.export.Dim` that you name.")
     solution = """onnx_path = artifacts / "digits_mlp.onnx"
 torch.onnx.export(mlp, (example,), str(onnx_path), input_names=["pixels"], output_names=["logits"],
                   dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False)"""
@@ -79,8 +82,9 @@ torch.onnx.export(mlp, (example,), str(onnx_path), input_names=["pixels"], outpu
 class RoundTripParity(SessionParityProblem):
     prompt = "run the exported model in ONNX Runtime on every test image"
     vars = ("onnx_logits",)
-    hints = ("`session.run(None, {'pixels': data.x_test})` returns a list with one array per output.",
-             "Take the first (and only) output: `session.run(...)[0]`.")
+    hints = ("`session.run` takes the names of the outputs you want (`None` for all of them) and a dict from each "
+             "input's name to its array; this model's input is named `pixels`.",
+             "`run` returns a list with one array per output, even when the model has a single output.")
     solution = 'onnx_logits = session.run(None, {"pixels": data.x_test})[0]'
 
     def feeds(self):

@@ -9,6 +9,9 @@ checks share, so both always agree on the numbers.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from labsupport.checking import (
@@ -137,7 +140,8 @@ class ReadMetadata(Problem):
                 answer = read_metadata(model)
             except Exception as error:  # the learner's code failed: report it, do not crash
                 detail = f" ({error})" if str(error) else ""
-                raise Incorrect(f"`read_metadata(model)` raised {type(error).__name__}{detail} for {description}.") from None
+                raise Incorrect(f"`read_metadata(model)` raised {type(error).__name__}{detail} "
+                                f"for {description}.") from None
             if contains_placeholder(answer):
                 raise NotAttempted("`read_metadata` still returns the placeholder `____`.")
             if answer is None:
@@ -147,7 +151,8 @@ class ReadMetadata(Problem):
                                 "(ir_version, producer_name, opset).")
             for field, got, want in zip(fields, answer, expected):
                 if isinstance(want, int) and (isinstance(got, bool) or not isinstance(got, (int, np.integer))):
-                    raise Incorrect(f"`read_metadata(model)` returns a {type(got).__name__} as {field}; expected an int.")
+                    raise Incorrect(f"`read_metadata(model)` returns a {type(got).__name__} as {field}; "
+                                    "expected an int.")
                 if got != want:
                     raise Incorrect(f"`read_metadata(model)` returns the wrong {field} for {description}.")
 
@@ -156,7 +161,8 @@ class CountParameters(EqualityProblem):
     prompt = "count the trainable numbers stored in the digits MLP's initializers"
     vars = ("parameter_count",)
     hints = ("Each initializer is a TensorProto; the number of values it holds is the product of its `dims`.",
-             "Sum `int(np.prod(tensor.dims))` over `model.graph.initializer` (not the number of tensors, not bytes).")
+             "Multiply out each initializer's `dims` (NumPy has a function for a product) and add the results over "
+             "all of `mlp.graph.initializer`: values, not tensors and not bytes.")
     solution = "parameter_count = sum(int(np.prod(tensor.dims)) for tensor in mlp.graph.initializer)"
 
     def expected_value(self):
@@ -181,8 +187,9 @@ class ProbabilitiesType(Problem):
     vars = ("probabilities_info",)
     hints = ("Build the type from the inside out: a float tensor, a map from INT64 to it, a sequence of that map; "
              "`onnx.helper` has a `make_..._type_proto` function for each.",
-             "`onnx.helper.make_value_info('probabilities', onnx.helper.make_sequence_type_proto("
-             "onnx.helper.make_map_type_proto(TensorProto.INT64, onnx.helper.make_tensor_type_proto(TensorProto.FLOAT, []))))`.")
+             "Innermost first: `make_tensor_type_proto` for the score (a scalar has the shape `[]`), "
+             "`make_map_type_proto` (key type first, then the value's type), `make_sequence_type_proto` around it; "
+             "`make_value_info` names the result.")
     solution = """probabilities_info = helper.make_value_info(
     "probabilities",
     helper.make_sequence_type_proto(
@@ -201,7 +208,8 @@ class ProbabilitiesType(Problem):
             raise Incorrect(f"`{name}` is named {probabilities_info.name!r}; expected 'probabilities'.")
         outer = probabilities_info.type
         if _type_kind(outer) != "sequence_type":
-            raise Incorrect(f"`{name}` declares {_KIND_WORDS[_type_kind(outer)]}; the outermost type should be a sequence "
+            raise Incorrect(f"`{name}` declares {_KIND_WORDS[_type_kind(outer)]}; the outermost type should be a "
+                            "sequence "
                             "(one entry per example in the batch).")
         element = outer.sequence_type.elem_type
         if _type_kind(element) != "map_type":
@@ -224,8 +232,9 @@ class Float16Bytes(EqualityProblem):
     vars = ("float16_code", "float16_bytes")
     hints = ("The codes are the values of the enum `onnx.TensorProto.DataType` (try `TensorProto.FLOAT16`); "
              "the table above lists them.",
-             "raw_data holds the values back to back with no padding: elements × bytes per element. "
-             "`len(numpy_helper.from_array(np.zeros((3, 224, 224), np.float16)).raw_data)` confirms it.")
+             "raw_data holds the values back to back with no padding: elements × bytes per element "
+             "(a dtype's `itemsize`). Measuring the raw_data of such a tensor made with `numpy_helper.from_array` "
+             "confirms your arithmetic.")
     solution = """float16_code = TensorProto.FLOAT16
 float16_bytes = 3 * 224 * 224 * np.dtype(np.float16).itemsize"""
 
@@ -233,7 +242,8 @@ float16_bytes = 3 * 224 * 224 * np.dtype(np.float16).itemsize"""
         return [FLOAT16, 3 * 224 * 224 * 2]
 
     def check(self, float16_code, float16_bytes):
-        if isinstance(float16_code, (int, np.integer)) and not isinstance(float16_code, bool) and float16_code != FLOAT16:
+        is_code = isinstance(float16_code, (int, np.integer)) and not isinstance(float16_code, bool)
+        if is_code and float16_code != FLOAT16:
             import onnx
 
             if int(float16_code) not in onnx.TensorProto.DataType.values():
@@ -253,8 +263,8 @@ class FlatIndex(FunctionProblem):
     vars = ("flat_index",)
     hints = ("In row-major order the last axis moves fastest: stepping one along axis k skips the product of all "
              "the sizes after k.",
-             "Horner's rule does it in one loop: `offset = 0`, then for each (size, i) pair `offset = offset * size + i`. "
-             "It also gives 0 for a scalar, shape ().")
+             "Horner's rule does it in one loop over the axes in order: multiply the running offset by the axis's "
+             "size, then add the index along that axis. Starting from 0, it also gives 0 for a scalar, shape ().")
     solution = """def flat_index(shape, index):
     offset = 0
     for size, position in zip(shape, index):
@@ -279,8 +289,9 @@ class RowMajorStrides(FunctionProblem):
     vars = ("row_major_strides",)
     hints = ("The last axis steps by one element, `itemsize` bytes; each earlier axis steps by the next axis's "
              "stride times the next axis's size.",
-             "Walk the shape backwards: `step = itemsize`, prepend `step`, then `step *= size`. Return a tuple; "
-             "a scalar (shape ()) has no strides at all.")
+             "Walk the shape backwards with a running product that starts at `itemsize`: an axis's stride is the "
+             "product *before* that axis's size is multiplied in. Return a tuple; a scalar (shape ()) has no "
+             "strides at all.")
     solution = """def row_major_strides(shape, itemsize):
     strides = []
     step = itemsize
@@ -305,8 +316,8 @@ class BuildAffineModel(OnnxModelProblem):
     hints = ("You need two `make_tensor_value_info` (x and y, with 'batch' as their first dimension), two "
              "initializers from `numpy_helper.from_array(array, name)`, three `make_node` calls, `make_graph` and "
              "`make_model`.",
-             "Chain the nodes by tensor names: MatMul(x, W) → 'xW', Add('xW', b) → 'z', Relu('z') → 'y'; pass "
-             "`opset_imports=[helper.make_opsetid('', 21)]` to `make_model`.")
+             "Nodes connect by tensor names: each node's output name is the next node's input name, and the last "
+             "node writes `y`. Pin the default domain's opset with `make_opsetid` in `make_model`'s `opset_imports`.")
     solution = """weight, bias = lab02.affine_weights()
 x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])
 y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])
@@ -356,10 +367,10 @@ def _check_static_dims(name, model, last_dims):
 class SaveWithExternalData(ModelFileProblem):
     prompt = "save the wide model with its weights in a separate .data file; store the .onnx path in wide_path"
     vars = ("wide_path",)
-    hints = ("`onnx.save_model` takes `save_as_external_data=True` and `location=` (a file name relative to the "
-             ".onnx file).",
-             "`onnx.save_model(wide_model, wide_path, save_as_external_data=True, "
-             "location=wide_path.name + '.data')`, with `wide_path = lab02_dir / 'wide_external.onnx'`.")
+    hints = ("`onnx.save_model` has keyword arguments that send the weights to a separate file and name that file "
+             "(a name relative to the .onnx file's folder).",
+             "Build the path from `lab02_dir`, the folder the check looks in, and name the data file after the "
+             "model file (`<name>.onnx.data`) so the pair is obvious.")
     solution = """wide_path = lab02_dir / "wide_external.onnx"
 onnx.save_model(wide_model, wide_path, save_as_external_data=True, location="wide_external.onnx.data")"""
     external_data = True
@@ -370,12 +381,45 @@ onnx.save_model(wide_model, wide_path, save_as_external_data=True, location="wid
     rtol = 1e-4
     atol = 1e-5
 
+    def check(self, wide_path):
+        if isinstance(wide_path, (str, os.PathLike)) and Path(wide_path).is_file():
+            _check_in_lab_folder(Path(wide_path))
+            _check_weights_were_written(Path(wide_path))
+        super().check(wide_path)
+
     def feeds(self):
         return {"features": np.random.default_rng(3).standard_normal((3, 512)).astype(np.float32)}
 
     def expected_outputs(self, feeds):
         weight, bias = _wide_weights(512, 0)
         return [feeds["features"] @ weight + bias]
+
+
+def _check_in_lab_folder(path: Path) -> None:
+    from labsupport import artifacts_dir
+
+    folder = artifacts_dir("02")
+    if path.resolve().parent != folder.resolve():
+        raise Incorrect(f"`wide_path` is in {path.parent}, but the exercise asks for the folder `lab02_dir` "
+                        f"({folder}): save the model there and point `wide_path` at it.")
+
+
+def _check_weights_were_written(path: Path) -> None:
+    """Each external location the .onnx names must be a file beside it (a save of an emptied model writes none)."""
+    import onnx
+
+    try:
+        skeleton = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not a readable model: ModelFileProblem.check reports it
+        return
+    locations = sorted({entry.value for tensor in skeleton.graph.initializer for entry in tensor.external_data
+                        if entry.key == "location"})
+    missing = [location for location in locations if not (path.parent / location).is_file()]
+    if missing:
+        raise Incorrect(f"`wide_path`'s weights should be in '{missing[0]}' beside it, in {path.parent}, but that file "
+                        "is not there. Keep the .data file beside the .onnx file. If you had already saved this "
+                        "`wide_model` once, that save moved its weights out of memory and this one wrote none: "
+                        "re-run the cell that builds `wide_model`, then save again.")
 
 
 # ---------------------------------------------------------------------------
@@ -408,7 +452,8 @@ class ChannelsLastOffsets(ThoughtExperiment):
         "Green is channel 1. In HWC (shape 224, 224, 3) the offset is (10·224 + 20)·3 + 1 = 6,781; in CHW (shape "
         "3, 224, 224) it is 1·224·224 + 10·224 + 20 = 52,436. Same value, different place: reshaping the HWC "
         "buffer to (3, 224, 224) instead of reordering it raises no error at all, it silently scrambles channels and "
-        "rows and the predictions are wrong. Preprocessing must reorder the axes, `np.transpose(image, (2, 0, 1))`, and then make "
+        "rows and the predictions are wrong. Preprocessing must reorder the axes, `np.transpose(image, (2, 0, 1))`, "
+        "and then make "
         "the result contiguous (`np.ascontiguousarray`): the transpose alone only changes strides, while ONNX "
         "Runtime and raw_data want a dense row-major buffer, so the copy is where the bytes actually move. Add the "
         "batch axis last (`[None]`) to get NCHW.")
@@ -422,10 +467,13 @@ class MissingExternalData(ThoughtExperiment):
              "for it?")
     solution = (
         "`torch.onnx.export` saves weights as external data by default (`external_data=True`), so the export "
-        "wrote model.onnx (the graph, a few KB) and model.onnx.data (the weights). The initializers in model.onnx "
-        "only hold a location, offset and length, resolved relative to the .onnx file's folder, so without the "
-        ".data file beside it the load fails. Fixes: (1) copy both files and keep them in the same folder with the "
-        "same names (or treat the folder as the artifact); (2) if the model is under 2 GiB, export with "
+        "wrote model.onnx (the graph) and model.onnx.data. torch 2.13 saves through `onnx_ir.save`, which moves "
+        "every initializer larger than 256 bytes to the .data file and keeps the smaller ones (biases, a tiny "
+        "model's whole weights) inside model.onnx; the .data file is written even when nothing goes into it. The "
+        "external initializers in model.onnx only hold a location, offset and length, resolved relative to the "
+        ".onnx file's folder, so without the .data file beside it the load fails. Fixes: (1) copy both files and "
+        "keep them in the same folder with the same names (or treat the folder as the artifact); (2) if the model "
+        "is under 2 GiB, export with "
         "`external_data=False` or re-save with `onnx.save_model(onnx.load(path), new_path)` so the weights are "
         "inside one self-contained file. Renaming the .data file breaks the link unless the model is re-saved "
         "with a new `location`.")
