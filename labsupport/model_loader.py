@@ -32,6 +32,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from labsupport.onnx_tools import first_line
+
 __all__ = [
     "DEFAULT_MAX_INPUT_BYTES",
     "MAX_INPUT_BYTES_VARIABLE",
@@ -108,7 +110,7 @@ def load_model(path: str | os.PathLike, *, external_data: bool = False) -> Any:
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except Exception as error:
-            raise _refuse(path, f"its external weights cannot be read ({_first_line(error)}); copy the .data file "
+            raise _refuse(path, f"its external weights cannot be read ({first_line(error)}); copy the .data file "
                                 "together with the .onnx file.") from None
     return model
 
@@ -264,11 +266,6 @@ def _check_external_data(path: Path, model: Any) -> None:
             raise _refuse(path, f"its weights file '{location}' holds {size:,} bytes, but tensor '{tensor.name}' "
                                 f"needs bytes up to {end:,}: the .data file is incomplete or from another save; "
                                 "copy or save both files again.")
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 # ---------------------------------------------------------------------------

@@ -15,21 +15,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from labsupport.checking import Incorrect, Problem, assert_equal
+from labsupport.onnx_tools import cpu_session, elem_type_name, first_line, opset_versions
 from labsupport.model_loader import ModelInputError, load_model
 
-__all__ = ["ModelFileProblem", "OnnxModelProblem", "SessionParityProblem", "first_line"]
-
-
-def first_line(error: BaseException) -> str:
-    """The first meaningful line of a library's error message."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
-
-def _elem_type_name(elem_type: int) -> str:
-    import onnx
-
-    return onnx.TensorProto.DataType.Name(elem_type)
+__all__ = ["ModelFileProblem", "OnnxModelProblem", "SessionParityProblem"]
 
 
 def _value_infos(values: Sequence[Any]) -> dict[str, Any]:
@@ -37,10 +26,8 @@ def _value_infos(values: Sequence[Any]) -> dict[str, Any]:
 
 
 def _run_model(model: Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    import onnxruntime
-
     try:
-        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = cpu_session(model)
     except Exception as error:
         raise Incorrect(f"ONNX Runtime could not load the model: {first_line(error)}") from None
     try:
@@ -116,7 +103,7 @@ class OnnxModelProblem(Problem):
                 assert_equal(f"{name}'s output '{output.name}'", actual, np.asarray(expected), rtol=self.rtol, atol=self.atol)
 
     def _check_opset(self, name: str, model: Any) -> None:
-        versions = {entry.domain or "ai.onnx": entry.version for entry in model.opset_import}
+        versions = opset_versions(model)
         if "ai.onnx" not in versions:
             raise Incorrect(f"`{name}` does not import the default ONNX domain: pass "
                             "`opset_imports=[onnx.helper.make_opsetid('', N)]` to `make_model`.")
@@ -141,8 +128,8 @@ class OnnxModelProblem(Problem):
                 raise Incorrect(f"`{name}` has no {kind} named '{value_name}'.")
             actual = value.type.tensor_type.elem_type
             if actual != elem_type:
-                raise Incorrect(f"`{name}`'s {kind} '{value_name}' has element type {_elem_type_name(actual)}; "
-                                f"expected {_elem_type_name(elem_type)}.")
+                raise Incorrect(f"`{name}`'s {kind} '{value_name}' has element type {elem_type_name(actual)}; "
+                                f"expected {elem_type_name(elem_type)}.")
 
     def _check_dynamic(self, name: str, values: dict[str, Any]) -> None:
         for value_name, axes in (self.dynamic_dims or {}).items():

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from labsupport.model_loader import ModelInputError, check_input_bytes, load_model
-from labsupport.onnx_problems import first_line
+from labsupport.onnx_tools import cpu_session, elem_type_name, first_line, opsets_text, tensor_dims
 
 __all__ = [
     "DEFAULT_BATCH_SIZES",
@@ -126,12 +126,7 @@ class TensorSignature:
 
 
 def _elem_name(elem_type: int) -> str:
-    import onnx
-
-    try:
-        return onnx.TensorProto.DataType.Name(elem_type).lower()
-    except ValueError:
-        return f"element type {elem_type}"
+    return elem_type_name(elem_type).lower()
 
 
 def _type_text(type_proto: Any) -> str:
@@ -151,12 +146,7 @@ def _type_text(type_proto: Any) -> str:
 def _signature(value: Any) -> TensorSignature:
     if value.type.WhichOneof("value") != "tensor_type":
         return TensorSignature(value.name, 0, None, kind=_type_text(value.type))
-    tensor_type = value.type.tensor_type
-    dims = None
-    if tensor_type.HasField("shape"):
-        dims = tuple(dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or None)
-                     for dim in tensor_type.shape.dim)
-    return TensorSignature(value.name, tensor_type.elem_type, dims)
+    return TensorSignature(value.name, value.type.tensor_type.elem_type, tensor_dims(value))
 
 
 def model_signatures(model: Any) -> tuple[list[TensorSignature], list[TensorSignature]]:
@@ -166,17 +156,11 @@ def model_signatures(model: Any) -> tuple[list[TensorSignature], list[TensorSign
     return inputs, [_signature(value) for value in model.graph.output]
 
 
-def _opsets_text(model: Any) -> str:
-    """``ai.onnx 20, ai.onnx.ml 1``: the default domain may be written '' or 'ai.onnx'; shown once."""
-    versions = {entry.domain or "ai.onnx": entry.version for entry in model.opset_import}
-    return ", ".join(f"{domain} {version}" for domain, version in sorted(versions.items()))
-
-
 def describe_model(path: str | os.PathLike, model: Any | None = None) -> str:
     """A few lines about a model file: versions, size, inputs and outputs with dynamic axes."""
     path = Path(path)
     model = model if model is not None else load_model(path)
-    opsets = _opsets_text(model)
+    opsets = opsets_text(model)
     producer = f"{model.producer_name} {model.producer_version}".strip() or "unknown producer"
     lines = [f"{path}: {path.stat().st_size:,} bytes, ir_version {model.ir_version}, opsets [{opsets}], "
              f"{len(model.graph.node)} nodes, made by {producer}"]
@@ -558,16 +542,6 @@ class ValidationTable:
 # The harness
 # ---------------------------------------------------------------------------
 
-def _session(model_or_path: Any):
-    """A CPU session; only errors are logged (ORT's warnings about unused initializers are noise here)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    source = str(model_or_path) if isinstance(model_or_path, Path) else model_or_path.SerializeToString()
-    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
 def _run(session: Any, output_names: Sequence[str], feeds: Mapping[str, Any]) -> list[Any]:
     """``session.run``; arrays of the types NumPy lacks (ml_dtypes' bfloat16, float8…) go in as OrtValues.
 
@@ -593,7 +567,7 @@ def _checker_row(path: Path, model: Any) -> CheckRow:
     except Exception as error:
         return CheckRow("checker", "fail", first_line(error))
     return CheckRow("checker", "ok", f"full_check with strict shape inference; {len(model.graph.node)} nodes; "
-                                     f"opsets {_opsets_text(model)}")
+                                     f"opsets {opsets_text(model)}")
 
 
 def _dynamic_axes_row(label: str, inputs: Sequence[TensorSignature], declared: Mapping[str, Sequence[int]]) -> CheckRow:
@@ -629,7 +603,7 @@ def _fp16_row(path: Path, model: Any, session: Any, feeds: Mapping[str, np.ndarr
             value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for value in model.graph.input):
         return CheckRow("fp16", "skip", "no float32 weights or inputs to convert")
     try:
-        half_session = _session(convert_to_float16(path))
+        half_session = cpu_session(convert_to_float16(path))
         half_outputs = _run(half_session, output_names, feeds)
         full_outputs = _run(session, output_names, feeds)
     except Exception as error:
@@ -762,7 +736,7 @@ def validate_model(model: Any, feeds: Mapping[str, np.ndarray] | None = None,
 
     result.rows.append(_checker_row(path, proto))
     try:
-        session = _session(path)
+        session = cpu_session(path)
     except Exception as error:
         result.rows.append(CheckRow("load", "fail", f"ONNX Runtime cannot load it: {first_line(error)}"))
         return result

@@ -25,11 +25,10 @@ from labsupport.checking import (
     make_binder,
 )
 from labsupport.onnx_problems import ModelFileProblem, OnnxModelProblem
+from labsupport.onnx_tools import FLOAT, INT64, elem_type_name
 
 LAB = "02_format_internals"
 
-FLOAT = 1  # onnx.TensorProto.FLOAT, spelled out so importing this module stays cheap
-INT64 = 7  # onnx.TensorProto.INT64
 FLOAT16 = 10  # onnx.TensorProto.FLOAT16
 
 
@@ -217,14 +216,14 @@ class ProbabilitiesType(Problem):
                             "they should be maps (class → score).")
         key_type = element.map_type.key_type
         if key_type != INT64:
-            raise Incorrect(f"`{name}`'s map keys are {onnx.TensorProto.DataType.Name(key_type)}; "
+            raise Incorrect(f"`{name}`'s map keys are {elem_type_name(key_type)}; "
                             "the keys are integer class labels, so INT64 is expected.")
         value = element.map_type.value_type
         if _type_kind(value) != "tensor_type":
             raise Incorrect(f"`{name}`'s map values are {_KIND_WORDS[_type_kind(value)]}; expected a float tensor.")
         if value.tensor_type.elem_type != FLOAT:
             raise Incorrect(f"`{name}`'s map values have element type "
-                            f"{onnx.TensorProto.DataType.Name(value.tensor_type.elem_type)}; expected FLOAT.")
+                            f"{elem_type_name(value.tensor_type.elem_type)}; expected FLOAT.")
 
 
 class Float16Bytes(EqualityProblem):
@@ -250,7 +249,7 @@ float16_bytes = 3 * 224 * 224 * np.dtype(np.float16).itemsize"""
                 raise Incorrect(f"`float16_code` = {float16_code} is not an element-type code at all; "
                                 "the codes are the values of `TensorProto.DataType`.")
             raise Incorrect(f"`float16_code` = {float16_code} is the code of "
-                            f"{onnx.TensorProto.DataType.Name(int(float16_code))}, not of FLOAT16.")
+                            f"{elem_type_name(int(float16_code))}, not of FLOAT16.")
         super().check(float16_code, float16_bytes)
 
 

@@ -23,10 +23,10 @@ from labsupport.checking import (
     make_binder,
 )
 from labsupport.onnx_problems import OnnxModelProblem
+from labsupport.onnx_tools import FLOAT, tensor_dims
 
 LAB = "03_opsets_and_validation"
 
-FLOAT = 1  # onnx.TensorProto.FLOAT, spelled out so importing this module stays cheap
 
 
 # ---------------------------------------------------------------------------
@@ -224,8 +224,7 @@ def inferred_output_shape(model) -> tuple:
     from onnx import shape_inference
 
     inferred = shape_inference.infer_shapes(model, strict_mode=True)
-    dims = inferred.graph.output[0].type.tensor_type.shape.dim
-    return tuple(dim.dim_value if dim.HasField("dim_value") else dim.dim_param for dim in dims)
+    return tensor_dims(inferred.graph.output[0])
 
 
 def puzzle_model():

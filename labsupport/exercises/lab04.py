@@ -9,7 +9,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from labsupport.checking import EqualityProblem, FunctionProblem, Incorrect, ThoughtExperiment, make_binder
-from labsupport.onnx_problems import ModelFileProblem, first_line
+from labsupport.onnx_problems import ModelFileProblem
+from labsupport.onnx_tools import cpu_session, first_line
 
 LAB = "04_pytorch_export"
 
@@ -51,9 +52,7 @@ def reference_sequence_model():
 
 
 def _run(model: Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = cpu_session(model)
     try:
         return session.run(None, dict(feeds))
     except Exception as error:
