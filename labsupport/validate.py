@@ -704,9 +704,64 @@ def validate_model(model: Any, feeds: Mapping[str, np.ndarray] | None = None,
     Raises:
         ValidationInputError: the file, the feeds or the sizes cannot be used (one actionable line).
     """
+    plan = _plan(model, feeds, reference, name=name, output_names=output_names, dynamic_axes=dynamic_axes,
+                 batch_sizes=batch_sizes, dim_sizes=dim_sizes or {}, tolerances=tolerances or {},
+                 default_tolerance=default_tolerance, max_input_bytes=max_input_bytes)
+    result = ValidationResult(plan.name, plan.path)
+    result.rows.append(_checker_row(plan.path, plan.proto))                 # 1. structure
+    try:                                                                    # 2. load
+        session = cpu_session(plan.path)
+    except Exception as error:
+        result.rows.append(CheckRow("load", "fail", f"ONNX Runtime cannot load it: {first_line(error)}"))
+        return result
+    result.rows.append(CheckRow("load", "ok", "ONNX Runtime CPU session; inputs " + (", ".join(
+        f"{signature.name}{signature.shape_text()} {signature.type_string}" for signature in plan.inputs) or "none")))
+    if plan.dynamic_axes:                                                   # 3. interface
+        result.rows.append(_dynamic_axes_row(plan.label, plan.inputs, plan.dynamic_axes))
+    try:                                                                    # 4. numbers
+        expected = _Expected.for_plan(plan, session)
+    except _ReferenceRunFailed as failure:
+        result.rows.append(failure.row)
+        return result
+    result.rows += _batch_rows(plan, session, expected)
+    result.rows += _dimension_rows(plan, session, expected)
+    if fp16:                                                                # 5. precision
+        result.rows.append(_fp16_row(plan.path, plan.proto, session, plan.feeds, plan.output_names,
+                                     Tolerance(*fp16_tolerance)))
+    return result
+
+
+@dataclass
+class _Plan:
+    """What a validation works from, once the file, the feeds and the sizes have been checked."""
+
+    label: str
+    path: Path
+    name: str
+    proto: Any
+    inputs: list[TensorSignature]
+    output_names: list[str]
+    tolerances: dict[str, Tolerance]
+    feeds: dict[str, Any]
+    batched: list[str]
+    batch_sizes: Sequence[int]
+    dim_sizes: Mapping[str, Sequence[int]]
+    dynamic_axes: Mapping[str, Sequence[int]] | None
+    reference: Callable[[Mapping[str, np.ndarray]], Sequence[Any]] | None
+
+    @property
+    def feed_batch(self) -> int | None:
+        return _batch_of({key: value for key, value in self.feeds.items() if key in self.batched or not self.batched})
+
+
+def _plan(model: Any, feeds: Mapping[str, Any] | None, reference: Callable | None, *, name: str | None,
+          output_names: Sequence[str] | None, dynamic_axes: Mapping[str, Sequence[int]] | None,
+          batch_sizes: Sequence[int], dim_sizes: Mapping[str, Sequence[int]],
+          tolerances: Mapping[str, tuple[float, float]], default_tolerance: tuple[float, float],
+          max_input_bytes: int | str | None) -> _Plan:
+    """Read the model, fill in what an ExportedModel knows, and refuse unusable arguments before anything runs."""
     exported = model if hasattr(model, "framework_outputs") else None
     path = Path(exported.path if exported else model)
-    name = name or (exported.name if exported else path.name)
     if exported:
         feeds = exported.sample_feeds if feeds is None else feeds
         reference = exported.framework_outputs if reference is None else reference
@@ -720,91 +775,116 @@ def validate_model(model: Any, feeds: Mapping[str, np.ndarray] | None = None,
     for output in output_names:
         if output not in all_outputs:
             raise ValidationInputError(f"{label}: output '{output}' is not an output of this model; its outputs are {all_outputs}.")
-    for output in tolerances or {}:
+    for output in tolerances:
         if output not in all_outputs:
             raise ValidationInputError(f"{label}: tolerances name output '{output}', which this model does not have; "
                                        f"its outputs are {all_outputs}.")
-    per_output = {output: Tolerance(*(tolerances or {}).get(output, default_tolerance)) for output in output_names}
     batched = [signature.name for signature in inputs if 0 in signature.dynamic_axes]
     largest = max(batch_sizes) if batched else None
-    check_dim_names(label, inputs, dim_sizes or {})
+    check_dim_names(label, inputs, dim_sizes)
     if feeds is None:
         feeds = random_feeds(inputs, largest or 1, label=label, max_input_bytes=max_input_bytes)
     check_feeds(label, inputs, feeds)
-    _check_run_sizes(label, inputs, feeds, batched, largest, dim_sizes or {}, max_input_bytes)
-    result = ValidationResult(name, path)
-
-    result.rows.append(_checker_row(path, proto))
-    try:
-        session = cpu_session(path)
-    except Exception as error:
-        result.rows.append(CheckRow("load", "fail", f"ONNX Runtime cannot load it: {first_line(error)}"))
-        return result
-    result.rows.append(CheckRow("load", "ok", "ONNX Runtime CPU session; inputs " + (", ".join(
-        f"{signature.name}{signature.shape_text()} {signature.type_string}" for signature in inputs) or "none")))
-    if dynamic_axes:
-        result.rows.append(_dynamic_axes_row(label, inputs, dynamic_axes))
-
-    if largest is not None:
+    _check_run_sizes(label, inputs, feeds, batched, largest, dim_sizes, max_input_bytes)
+    if largest is not None:  # enough rows for the largest batch: the first ones, repeated cyclically
         feeds = {key: _resize_axis(value, 0, max(largest, value.shape[0])) if key in batched else value
                  for key, value in feeds.items()}
-    feed_batch = _batch_of({key: value for key, value in feeds.items() if key in batched or not batched})
-    reference_given = reference is not None
-    if not reference_given and batched:
-        try:
-            full_outputs = [_as_array(value) for value in _run(session, output_names, feeds)]
-        except Exception as error:
-            result.rows.append(CheckRow(f"batch {feed_batch}", "fail", f"ONNX Runtime failed: {first_line(error)}",
-                                        batch_size=feed_batch))
-            return result
+    return _Plan(label, path, name or (exported.name if exported else path.name), proto, inputs, output_names,
+                 {output: Tolerance(*tolerances.get(output, default_tolerance)) for output in output_names},
+                 dict(feeds), batched, batch_sizes, dim_sizes, dynamic_axes, reference)
 
-        def reference(part: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-            rows = _batch_of({key: value for key, value in part.items() if key in batched})
-            return [output[:rows] if rows is not None and output.ndim and output.shape[0] == feed_batch else output
+
+class _ReferenceRunFailed(Exception):
+    def __init__(self, row: CheckRow) -> None:
+        super().__init__(row.detail)
+        self.row = row
+
+
+@dataclass
+class _Expected:
+    """The expected outputs for any slice of the feeds, and what they are (``against``).
+
+    With a reference, it is called. Without one, a batched model is run once at the largest
+    batch and each smaller batch is compared with the first rows of that run; an unbatched
+    model has nothing to compare with (``outputs_for`` is None).
+    """
+
+    plan: _Plan
+    against: str
+    outputs_for: Callable[[Mapping[str, np.ndarray]], Sequence[Any]] | None
+
+    @classmethod
+    def for_plan(cls, plan: _Plan, session: Any) -> _Expected:
+        if plan.reference is not None:
+            return cls(plan, "the reference", plan.reference)
+        if not plan.batched:
+            return cls(plan, "nothing (no reference given)", None)
+        size = plan.feed_batch
+        try:
+            full_outputs = [_as_array(value) for value in _run(session, plan.output_names, plan.feeds)]
+        except Exception as error:
+            raise _ReferenceRunFailed(CheckRow(f"batch {size}", "fail", f"ONNX Runtime failed: {first_line(error)}",
+                                               batch_size=size)) from None
+
+        def first_rows(part: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            rows = _batch_of({key: value for key, value in part.items() if key in plan.batched})
+            return [output[:rows] if rows is not None and output.ndim and output.shape[0] == size else output
                     for output in full_outputs]
 
-    against = "the reference" if reference_given else f"this model at batch {feed_batch} (no reference given)"
+        return cls(plan, f"this model at batch {size} (no reference given)", first_rows)
 
-    def expected_for(part: Mapping[str, np.ndarray]) -> list[Any]:
-        values = list(reference(part))
-        if len(values) != len(output_names):
-            raise ValidationInputError(f"{label}: the reference returned {len(values)} arrays for the "
-                                       f"{len(output_names)} outputs {output_names}.")
+    @property
+    def given(self) -> bool:
+        return self.plan.reference is not None
+
+    def __call__(self, part: Mapping[str, np.ndarray]) -> list[Any]:
+        values = list(self.outputs_for(part))
+        if len(values) != len(self.plan.output_names):
+            raise ValidationInputError(f"{self.plan.label}: the reference returned {len(values)} arrays for the "
+                                       f"{len(self.plan.output_names)} outputs {self.plan.output_names}.")
         return values
 
-    if batched:
-        for batch in batch_sizes:
-            fixed = [signature for signature in inputs if signature.dims and isinstance(signature.dims[0], int)
-                     and signature.dims[0] != batch]
-            if fixed:
-                result.rows.append(CheckRow(f"batch {batch}", "skip", f"input '{fixed[0].name}' has a fixed batch: "
-                                            f"{fixed[0].shape_text()}", batch_size=batch))
-            elif batch == feed_batch and not reference_given:  # comparing this run with itself would prove nothing
-                others = "the reference for the other batch sizes" if len(batch_sizes) > 1 else "not compared"
-                result.rows.append(CheckRow(f"batch {batch}", "ok",
-                                            f"ran; its outputs are {others} (no reference given)", batch_size=batch))
-            else:
-                part = {key: _resize_axis(value, 0, batch) if key in batched else value for key, value in feeds.items()}
-                result.rows.append(_run_row(f"batch {batch}", session, part, output_names, expected_for(part),
-                                            per_output, batch, against))
-    else:
-        result.rows += _unbatched_rows(session, inputs, feeds, output_names, batch_sizes, feed_batch,
-                                       expected_for(feeds) if reference_given else None, per_output)
-    for symbol, sizes in (dim_sizes or {}).items():
+
+def _batch_rows(plan: _Plan, session: Any, expected: _Expected) -> list[CheckRow]:
+    """One row per batch size: cut from the feeds along axis 0 and compared with the expected outputs."""
+    if not plan.batched:
+        return _unbatched_rows(session, plan.inputs, plan.feeds, plan.output_names, plan.batch_sizes, plan.feed_batch,
+                               expected(plan.feeds) if expected.given else None, plan.tolerances)
+    rows = []
+    for batch in plan.batch_sizes:
+        fixed = [signature for signature in plan.inputs if signature.dims and isinstance(signature.dims[0], int)
+                 and signature.dims[0] != batch]
+        if fixed:
+            rows.append(CheckRow(f"batch {batch}", "skip", f"input '{fixed[0].name}' has a fixed batch: "
+                                 f"{fixed[0].shape_text()}", batch_size=batch))
+        elif batch == plan.feed_batch and not expected.given:  # comparing this run with itself would prove nothing
+            others = "the reference for the other batch sizes" if len(plan.batch_sizes) > 1 else "not compared"
+            rows.append(CheckRow(f"batch {batch}", "ok", f"ran; its outputs are {others} (no reference given)",
+                                 batch_size=batch))
+        else:
+            part = {key: _resize_axis(value, 0, batch) if key in plan.batched else value
+                    for key, value in plan.feeds.items()}
+            rows.append(_run_row(f"batch {batch}", session, part, plan.output_names, expected(part), plan.tolerances,
+                                 batch, expected.against))
+    return rows
+
+
+def _dimension_rows(plan: _Plan, session: Any, expected: _Expected) -> list[CheckRow]:
+    """One row per size of each other named dimension (``dim_sizes``); without a reference the runs need only be finite."""
+    rows = []
+    for symbol, sizes in plan.dim_sizes.items():
         for size in sizes:
-            part = dict(feeds)
-            for signature in inputs:
+            part = dict(plan.feeds)
+            for signature in plan.inputs:
                 for axis, dim in enumerate(signature.dims or ()):
                     if dim == symbol and axis:
                         part[signature.name] = _resize_axis(part[signature.name], axis, size)
-            if reference_given:
-                result.rows.append(_run_row(f"{symbol} {size}", session, part, output_names, expected_for(part),
-                                            per_output, _batch_of(part), against))
+            if expected.given:
+                rows.append(_run_row(f"{symbol} {size}", session, part, plan.output_names, expected(part),
+                                     plan.tolerances, _batch_of(part), expected.against))
             else:
-                result.rows.append(_shape_only_row(f"{symbol} {size}", session, part, output_names))
-    if fp16:
-        result.rows.append(_fp16_row(path, proto, session, feeds, output_names, Tolerance(*fp16_tolerance)))
-    return result
+                rows.append(_shape_only_row(f"{symbol} {size}", session, part, plan.output_names))
+    return rows
 
 
 def _unbatched_rows(session: Any, inputs: Sequence[TensorSignature], feeds: Mapping[str, Any],
