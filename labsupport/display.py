@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 from typing import NamedTuple
 
-__all__ = ["CHECKLIST_LABELS", "CHECK_LABELS", "DOCTOR_LABELS", "Label", "in_jupyter", "show", "warn"]
+__all__ = ["CHECKLIST_LABELS", "CHECK_LABELS", "DOCTOR_LABELS", "Label", "VALIDATION_LABELS", "in_jupyter", "show",
+           "warn"]
 
 
 class Label(NamedTuple):
@@ -38,6 +39,13 @@ DOCTOR_LABELS: dict[str, Label] = {
     "ok": Label("✅", "ok"),
     "warn": Label("⚠️", "warning"),
     "fail": Label("❌", "fail"),
+}
+
+#: Rows of a validation report (lab 07), keyed by ``CheckRow.status``.
+VALIDATION_LABELS: dict[str, Label] = {
+    "ok": Label("✅", "ok"),
+    "fail": Label("❌", "FAIL"),
+    "skip": Label("➖", "skip"),
 }
 
 #: Items of the self-assessment checklist, keyed by whether the item is ticked.

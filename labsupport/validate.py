@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from labsupport.display import VALIDATION_LABELS
 from labsupport.model_loader import ModelInputError, check_input_bytes, load_model
 from labsupport.onnx_tools import cpu_session, elem_type_name, first_line, opsets_text, tensor_dims
 
@@ -74,7 +75,6 @@ FP16_TOLERANCE = Tolerance(atol=1e-2, rtol=1e-2)
 
 DEFAULT_BATCH_SIZES = (1, 3, 16)
 
-_STATUS_MARKS = {"ok": "✅", "fail": "❌", "skip": "➖"}
 
 ValidationInputError = ModelInputError
 """The harness was given something it cannot validate; the message says what to fix (lab 07's name for
@@ -496,8 +496,8 @@ class ValidationResult:
                 + _text_table(self._HEADERS, self._cells(marks)))
 
     def _repr_markdown_(self) -> str:
-        marks = {status: f"{mark} {status}" for status, mark in _STATUS_MARKS.items()}
-        verdict = ("✅ " if self.ok else "❌ ") + self.verdict
+        marks = {status: str(label) for status, label in VALIDATION_LABELS.items()}
+        verdict = f"{VALIDATION_LABELS['ok' if self.ok else 'fail'].icon} {self.verdict}"
         title = f"`{self.path}`" if self.name == self.path.name else f"**{self.name}** · `{self.path}`"
         return f"{title} · {verdict}\n\n" + _markdown_table(self._HEADERS, self._cells(marks))
 
@@ -517,8 +517,8 @@ class ValidationTable:
         table = []
         for result in self.results:
             checker, load, fp16 = (result.row(check) for check in ("checker", "load", "fp16"))
-            batches = " ".join(f"{row.batch_size}{separator}{marks[row.status]}" for row in result.rows
-                               if row.check.startswith("batch ") and row.status != "skip")
+            batches = separator.join(f"{row.batch_size}: {marks[row.status]}" for row in result.rows
+                                     if row.check.startswith("batch ") and row.status != "skip")
             fp16_text = "" if fp16 is None else (
                 "skip" if fp16.status == "skip" else f"{_number(fp16.max_abs_diff)} {marks[fp16.status]}")
             table.append([result.name, marks[checker.status] if checker else "", marks[load.status] if load else "",
@@ -526,12 +526,12 @@ class ValidationTable:
         return table
 
     def to_text(self) -> str:
-        return _text_table(self._HEADERS, self._cells({"ok": "ok", "fail": "FAIL", "skip": "skip"}, " "))
+        return _text_table(self._HEADERS, self._cells({"ok": "ok", "fail": "FAIL", "skip": "skip"}, ", "))
 
     def _repr_markdown_(self) -> str:
-        cells = self._cells(_STATUS_MARKS, "")
+        cells = self._cells({status: str(label) for status, label in VALIDATION_LABELS.items()}, ", ")
         for row, result in zip(cells, self.results):
-            row[-1] = ("✅ " if result.ok else "❌ ") + row[-1]
+            row[-1] = f"{VALIDATION_LABELS['ok' if result.ok else 'fail'].icon} {row[-1]}"
         return _markdown_table(self._HEADERS, cells)
 
     def __str__(self) -> str:

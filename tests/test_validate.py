@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from labsupport.models import ExportedModel
+from tests.test_display import assert_every_icon_has_a_word
 from labsupport.validate import (
     DEFAULT_TOLERANCE,
     TensorSignature,
@@ -484,8 +485,11 @@ def test_many_models_make_one_table_and_bad_input_becomes_a_row(affine, tmp_path
     assert isinstance(table, ValidationTable) and len(table.results) == 2
     lines = table.to_text().splitlines()
     assert lines[0].split()[:3] == ["model", "checker", "load"] and len(lines) == 4
-    assert "1 ok 3 ok 16 ok" in lines[2] and "fail (input)" in lines[3]
+    assert "1: ok, 3: ok, 16: ok" in lines[2] and "fail (input)" in lines[3]
     assert table._repr_markdown_().count("\n") == 3
+    assert "1: ✅ ok, 3: ✅ ok, 16: ✅ ok" in table._repr_markdown_()
+    assert_every_icon_has_a_word(table._repr_markdown_())
+    assert_every_icon_has_a_word(table.results[0]._repr_markdown_())
 
 
 def test_random_feeds_follow_declared_types_and_dynamic_sizes(pooled):
