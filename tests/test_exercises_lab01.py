@@ -28,7 +28,7 @@ def _save_variant(model: onnx.ModelProto, path, **save_options):
     return path
 
 
-# Exercise 1 — converters_needed
+# q1 ConverterCount — converters_needed
 
 converters_reference = solution_answer(lab01.ConverterCount)
 
@@ -65,7 +65,7 @@ def test_converter_count_placeholder_body_is_not_attempted():
     assert_check_unattempted(lab01.ConverterCount, {"converters_needed": untouched})
 
 
-# Exercise 2 — the calling opcode
+# q2 PickleOpcode — the calling opcode
 
 def test_pickle_opcode_reference_passes_in_any_case():
     assert_check_passed(lab01.PickleOpcode, {"calling_opcode": "REDUCE"})
@@ -85,7 +85,7 @@ def test_pickle_opcode_placeholder_is_not_attempted():
     assert_check_unattempted(lab01.PickleOpcode)
 
 
-# Exercise 3 — the export
+# q3 ExportDigitsMlp — the export
 
 def test_export_reference_passes(reference_onnx):
     assert_check_passed(lab01.ExportDigitsMlp, {"onnx_path": reference_onnx})
@@ -129,7 +129,7 @@ def test_export_placeholder_is_not_attempted():
     assert_check_unattempted(lab01.ExportDigitsMlp)
 
 
-# Exercise 4 — running the session
+# q4 RoundTripParity — running the session
 
 def test_round_trip_reference_outputs_and_session_pass(reference_onnx):
     session = onnxruntime.InferenceSession(str(reference_onnx), providers=["CPUExecutionProvider"])

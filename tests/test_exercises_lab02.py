@@ -59,7 +59,7 @@ def wide_model():
 
 
 # ---------------------------------------------------------------------------
-# Q1 ReadMetadata
+# q1 ReadMetadata
 # ---------------------------------------------------------------------------
 
 def test_read_metadata_reference_passes():
@@ -109,7 +109,7 @@ def test_read_metadata_placeholder_is_not_attempted():
 
 
 # ---------------------------------------------------------------------------
-# Q2 CountParameters
+# q2 CountParameters
 # ---------------------------------------------------------------------------
 
 def test_count_parameters_reference_passes():
@@ -132,7 +132,7 @@ def test_count_parameters_placeholder_is_not_attempted():
 
 
 # ---------------------------------------------------------------------------
-# Q3 ProbabilitiesType
+# q3 ProbabilitiesType
 # ---------------------------------------------------------------------------
 
 def test_probabilities_type_reference_passes():
@@ -160,7 +160,7 @@ def test_probabilities_type_placeholder_is_not_attempted():
 
 
 # ---------------------------------------------------------------------------
-# Q4 Float16Bytes
+# q4 Float16Bytes
 # ---------------------------------------------------------------------------
 
 def test_float16_bytes_reference_passes():
@@ -199,7 +199,7 @@ def test_float16_bytes_placeholder_is_not_attempted():
 
 
 # ---------------------------------------------------------------------------
-# Q5 FlatIndex
+# q5 FlatIndex
 # ---------------------------------------------------------------------------
 
 def test_flat_index_reference_passes():
@@ -245,7 +245,7 @@ def test_flat_index_placeholder_is_not_attempted():
 
 
 # ---------------------------------------------------------------------------
-# Q6 RowMajorStrides
+# q6 RowMajorStrides
 # ---------------------------------------------------------------------------
 
 def test_row_major_strides_reference_passes():
@@ -282,7 +282,7 @@ def test_row_major_strides_placeholder_is_not_attempted():
 
 
 # ---------------------------------------------------------------------------
-# Q7 BuildAffineModel
+# q7 BuildAffineModel
 # ---------------------------------------------------------------------------
 
 def test_build_affine_model_reference_passes():
@@ -349,7 +349,7 @@ def test_build_affine_model_placeholder_is_not_attempted():
 
 
 # ---------------------------------------------------------------------------
-# Q8 SaveWithExternalData
+# q8 SaveWithExternalData
 # ---------------------------------------------------------------------------
 
 @pytest.fixture
@@ -441,7 +441,7 @@ def test_save_with_external_data_placeholder_is_not_attempted():
 # ---------------------------------------------------------------------------
 
 def test_checklist_names_exist_in_the_module():
-    assert {"FlatIndex", "BuildAffineModel"} <= {problem.__name__ for problem in lab02.PROBLEMS}
+    assert {"FlatIndex", "BuildAffineModel"} <= {problem.__name__ for problem in lab02.PROBLEMS.values()}
     assert lab02.LAB == "02_format_internals"
 
 

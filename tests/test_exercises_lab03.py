@@ -19,7 +19,7 @@ def _run(model, feeds):
 
 
 # ---------------------------------------------------------------------------
-# Q1 DefinitionInForce
+# q1 DefinitionInForce
 # ---------------------------------------------------------------------------
 
 definition_in_force = solution_answer(lab03.DefinitionInForce, onnx=onnx)
@@ -68,7 +68,7 @@ def test_definition_in_force_placeholder_is_not_attempted():
 
 
 # ---------------------------------------------------------------------------
-# Q2 UpgradeLegacyModel
+# q2 UpgradeLegacyModel
 # ---------------------------------------------------------------------------
 
 def test_legacy_model_is_valid_opset_9_and_matches_numpy():
@@ -120,7 +120,7 @@ def test_upgrade_placeholder_is_not_attempted():
 
 
 # ---------------------------------------------------------------------------
-# Q3 ConvOutputSize
+# q3 ConvOutputSize
 # ---------------------------------------------------------------------------
 
 conv_output_size = solution_answer(lab03.ConvOutputSize)
@@ -171,7 +171,7 @@ def test_conv_output_size_placeholder_is_not_attempted():
 
 
 # ---------------------------------------------------------------------------
-# Q4 PuzzleShape
+# q4 PuzzleShape
 # ---------------------------------------------------------------------------
 
 def test_puzzle_shape_reference_passes():
@@ -198,7 +198,7 @@ def test_puzzle_shape_placeholder_is_not_attempted():
 
 
 # ---------------------------------------------------------------------------
-# Q5 FixBrokenModel
+# q5 FixBrokenModel
 # ---------------------------------------------------------------------------
 
 def _repaired(rename_attribute=True, fix_offset=True, axis=1, cast=False):
@@ -292,7 +292,7 @@ def test_puzzle_model_output_is_inferred_with_the_symbolic_batch():
 
 
 # ---------------------------------------------------------------------------
-# Q8 ReferenceVersusRuntime: the answer says what the opset-9 reference computes
+# q8 ReferenceVersusRuntime: the answer says what the opset-9 reference computes
 # ---------------------------------------------------------------------------
 
 def _one_output_batch_normalization_9():

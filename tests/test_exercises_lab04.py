@@ -71,7 +71,7 @@ def _all_nodes(graph):
                 yield from _all_nodes(attribute.g)
 
 
-# Exercise 1 — the TorchScript exporter with dynamic_axes
+# q1 LegacyCnnExport — the TorchScript exporter with dynamic_axes
 
 @pytest.fixture(scope="module")
 def legacy_reference(folder):
@@ -112,7 +112,7 @@ def test_legacy_export_placeholder_is_not_attempted():
     assert_check_unattempted(lab04.LegacyCnnExport)
 
 
-# Exercise 2 — dynamic batch and sequence
+# q2 SequenceExport — dynamic batch and sequence
 
 @pytest.fixture(scope="module")
 def sequence_reference(folder):
@@ -146,7 +146,7 @@ def test_sequence_export_placeholder_is_not_attempted():
     assert_check_unattempted(lab04.SequenceExport)
 
 
-# Exercise 3 — torch.while_loop becomes Loop
+# q3 LoopExport — torch.while_loop becomes Loop
 
 class ScaleToUnit(torch.nn.Module):
     def forward(self, pixels):
@@ -227,7 +227,7 @@ def test_lab_types_no_exporter_step_number_the_library_owns():
         assert not re.search(r"step \d+ (of|/) ?\d+", source), f"a cell types the exporter's step count:\n{source}"
 
 
-# Exercise 4 — the custom operator, decomposed
+# q4 DecomposedCustomOp — the custom operator, decomposed
 
 @torch.library.custom_op("workbook::smooth_clip", mutates_args=())
 def smooth_clip(x: torch.Tensor, limit: float) -> torch.Tensor:
@@ -290,7 +290,7 @@ def test_decomposed_placeholder_is_not_attempted():
     assert_check_unattempted(lab04.DecomposedCustomOp)
 
 
-# Exercise 5 — what constant folding removed
+# q5 RemovedByFolding — what constant folding removed
 
 def test_removed_ops_reference_passes_as_counter_or_dict():
     assert_check_passed(lab04.RemovedByFolding, {"removed_ops": Counter(lab04.FOLDED_BY_OPTIMIZER)})
@@ -325,7 +325,7 @@ def test_removed_ops_placeholder_is_not_attempted():
     assert_check_unattempted(lab04.RemovedByFolding)
 
 
-# Exercise 6 — parity metrics
+# q6 ParityMetrics — parity metrics
 
 def parity_reference(reference, candidate):
     return lab04.reference_parity_metrics(reference, candidate)

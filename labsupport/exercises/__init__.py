@@ -1,7 +1,9 @@
 """Each lab's exercises, one module per lab (``lab00`` … ). A notebook binds them with::
 
     from labsupport.exercises import lab02
-    q1, q2, q3, q4, q5, q6 = lab02.bind(globals())
+    lab02.bind(globals())
+
+which defines ``q1``, ``q2``, … — the labels the module's ``PROBLEMS`` gives its exercises.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ def iter_problems() -> Iterator[tuple[str, type[Problem]]]:
     """Every (lab, problem class) of the course, in order."""
     for module_name in LAB_MODULES:
         module = importlib.import_module(f"labsupport.exercises.{module_name}")
-        for problem in module.PROBLEMS:
-            yield module.LAB, problem
+        for view in module.bind({}):
+            yield module.LAB, type(view.problem)
 
 
 def all_problem_ids() -> list[str]:

@@ -98,5 +98,9 @@ class WhyPinVersions(ThoughtExperiment):
         "numbers reproducible and lets CI prove that they still are; the doctor warns when your versions differ.")
 
 
-PROBLEMS = [CpuProvider, UsableCores, WhyPinVersions]
+PROBLEMS = {
+    "q1": CpuProvider,
+    "q2": UsableCores,
+    "q3": WhyPinVersions,
+}
 bind = make_binder(LAB, PROBLEMS)

@@ -114,5 +114,12 @@ class WhenNotOnnx(ThoughtExperiment):
         "the training framework's own runtime: the conversion costs effort and risks parity for no portability gain.")
 
 
-PROBLEMS = [ConverterCount, PickleOpcode, ExportDigitsMlp, RoundTripParity, WhyIrNotPickle, WhenNotOnnx]
+PROBLEMS = {
+    "q1": ConverterCount,
+    "q2": PickleOpcode,
+    "q3": ExportDigitsMlp,
+    "q4": RoundTripParity,
+    "q5": WhyIrNotPickle,
+    "q6": WhenNotOnnx,
+}
 bind = make_binder(LAB, PROBLEMS)

@@ -478,17 +478,17 @@ class MissingExternalData(ThoughtExperiment):
         "with a new `location`.")
 
 
-PROBLEMS = [
-    ReadMetadata,
-    CountParameters,
-    ProbabilitiesType,
-    Float16Bytes,
-    FlatIndex,
-    RowMajorStrides,
-    BuildAffineModel,
-    SaveWithExternalData,
-    IrVersionVersusOpset,
-    ChannelsLastOffsets,
-    MissingExternalData,
-]
+PROBLEMS = {
+    "q1": ReadMetadata,
+    "q2": CountParameters,
+    "q3": ProbabilitiesType,
+    "q4": Float16Bytes,
+    "q5": FlatIndex,
+    "q6": RowMajorStrides,
+    "q7": BuildAffineModel,
+    "q8": SaveWithExternalData,
+    "q9": IrVersionVersusOpset,
+    "q10": ChannelsLastOffsets,
+    "q11": MissingExternalData,
+}
 bind = make_binder(LAB, PROBLEMS)

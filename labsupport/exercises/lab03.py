@@ -416,14 +416,14 @@ class ReferenceVersusRuntime(ThoughtExperiment):
         "how you fix it.")
 
 
-PROBLEMS = [
-    DefinitionInForce,
-    UpgradeLegacyModel,
-    ConvOutputSize,
-    PuzzleShape,
-    FixBrokenModel,
-    AxesAttributeAtOpset17,
-    CheckerPassesRuntimeFails,
-    ReferenceVersusRuntime,
-]
+PROBLEMS = {
+    "q1": DefinitionInForce,
+    "q2": UpgradeLegacyModel,
+    "q3": ConvOutputSize,
+    "q4": PuzzleShape,
+    "q5": FixBrokenModel,
+    "q6": AxesAttributeAtOpset17,
+    "q7": CheckerPassesRuntimeFails,
+    "q8": ReferenceVersusRuntime,
+}
 bind = make_binder(LAB, PROBLEMS)

@@ -326,6 +326,14 @@ class CustomDomainTradeoff(ThoughtExperiment):
         "Otherwise decompose: a file of standard operators runs everywhere.")
 
 
-PROBLEMS = [LegacyCnnExport, SequenceExport, LoopExport, DecomposedCustomOp, RemovedByFolding, ParityMetrics,
-            TracingRisk, CustomDomainTradeoff]
+PROBLEMS = {
+    "q1": LegacyCnnExport,
+    "q2": SequenceExport,
+    "q3": LoopExport,
+    "q4": DecomposedCustomOp,
+    "q5": RemovedByFolding,
+    "q6": ParityMetrics,
+    "q7": TracingRisk,
+    "q8": CustomDomainTradeoff,
+}
 bind = make_binder(LAB, PROBLEMS)
