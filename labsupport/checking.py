@@ -26,8 +26,9 @@ import copy
 import numbers
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,9 +58,9 @@ __all__ = [
 class _Placeholder:
     """The blank a learner replaces. Its only instance is ``____``."""
 
-    _instance: "_Placeholder | None" = None
+    _instance: _Placeholder | None = None
 
-    def __new__(cls) -> "_Placeholder":
+    def __new__(cls) -> _Placeholder:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -67,10 +68,10 @@ class _Placeholder:
     def __repr__(self) -> str:
         return "____"
 
-    def __copy__(self) -> "_Placeholder":
+    def __copy__(self) -> _Placeholder:
         return self
 
-    def __deepcopy__(self, memo: dict) -> "_Placeholder":
+    def __deepcopy__(self, memo: dict) -> _Placeholder:
         return self
 
 

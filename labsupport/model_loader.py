@@ -27,8 +27,9 @@ import math
 import os
 import re
 import stat
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -274,14 +275,11 @@ def _check_external_data(path: Path, model: Any) -> None:
 
 def format_bytes(count: int) -> str:
     """``4000000000000000`` → ``"3.6 PiB"`` (binary units)."""
-    value = float(count)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if value < 1024:
-            break
-        value /= 1024
-    else:
-        unit = "EiB"
-    return f"{count:,} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    value, power = float(count), 0
+    while value >= 1024 and power < len(units) - 1:
+        value, power = value / 1024, power + 1
+    return f"{count:,} bytes" if power == 0 else f"{value:.1f} {units[power]}"
 
 
 def input_budget(limit: int | str | None = None) -> int:

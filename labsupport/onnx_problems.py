@@ -9,14 +9,15 @@ in ONNX Runtime compared with a reference.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from labsupport.checking import Incorrect, Problem, assert_equal
-from labsupport.onnx_tools import cpu_session, elem_type_name, first_line, opset_versions
 from labsupport.model_loader import ModelInputError, load_model
+from labsupport.onnx_tools import cpu_session, elem_type_name, first_line, opset_versions
 
 __all__ = ["ModelFileProblem", "OnnxModelProblem", "SessionParityProblem"]
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import ast
 import difflib
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from labsupport.checking import CheckResult, Problem, ProblemView
 

@@ -9,13 +9,13 @@ import pytest
 
 from labsupport import progress
 from labsupport.checking import (
-    ____,
     EqualityProblem,
     FunctionProblem,
     Incorrect,
     IncorrectAnswerError,
     ProblemView,
     ThoughtExperiment,
+    ____,
     assert_equal,
     bind_problems,
     contains_placeholder,

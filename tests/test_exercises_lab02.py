@@ -14,7 +14,6 @@ from labsupport.checking import ____
 from labsupport.exercises import lab02
 from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted, solution_answer
 
-
 # ---------------------------------------------------------------------------
 # Reference answers: each problem's declared solution, run
 # ---------------------------------------------------------------------------

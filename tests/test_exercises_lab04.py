@@ -15,8 +15,12 @@ from onnxscript import opset20 as op
 from labsupport.checking import ____
 from labsupport.exercises import lab04
 from labsupport.models import quiet_exporter_logs
-from labsupport.models.torch_models import (build_digits_cnn, export_digits_cnn, export_scale_to_unit,
-                                            export_sequence_model)
+from labsupport.models.torch_models import (
+    build_digits_cnn,
+    export_digits_cnn,
+    export_scale_to_unit,
+    export_sequence_model,
+)
 from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted
 
 DYNAMIC_BATCH = ({0: torch.export.Dim("batch")},)

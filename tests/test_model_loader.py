@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import subprocess
 import sys
-import socket
 import zipfile
 from pathlib import Path
 

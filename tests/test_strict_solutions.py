@@ -4,7 +4,6 @@ This runs a real kernel on a real lab (00, the quickest) with one answer made wr
 way `make test` runs solutions/.
 """
 
-import os
 from pathlib import Path
 
 import nbformat

@@ -6,8 +6,7 @@ import onnxruntime
 import pytest
 import torch
 
-from labsupport.models import ExportedModel
-from labsupport.models import torch_models
+from labsupport.models import ExportedModel, torch_models
 
 
 @pytest.fixture(scope="module")

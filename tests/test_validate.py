@@ -11,7 +11,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from labsupport.models import ExportedModel
-from tests.test_display import assert_every_icon_has_a_word
 from labsupport.validate import (
     DEFAULT_TOLERANCE,
     TensorSignature,
@@ -26,6 +25,7 @@ from labsupport.validate import (
     validate_model,
     validate_models,
 )
+from tests.test_display import assert_every_icon_has_a_word
 
 WEIGHTS = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from labsupport.checking import Problem
 

@@ -12,9 +12,9 @@ return an :class:`ExportedModel`, which the validation harness of lab 07 consume
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 

@@ -15,8 +15,8 @@ reference outputs come from eager PyTorch. Importing this module imports torch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
