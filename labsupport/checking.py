@@ -157,7 +157,8 @@ def assert_equal(name: str, actual: Any, expected: Any, *, rtol: float = 1e-7, a
         try:
             actual_dtype = np.dtype(actual)
         except TypeError:
-            raise Incorrect(f"{_named(name)} should be a NumPy dtype such as `np.float32`, but it is a {_type_name(actual)}.") from None
+            raise Incorrect(f"{_named(name)} should be a NumPy dtype such as `np.float32`, "
+                            f"but it is a {_type_name(actual)}.") from None
         if actual_dtype != np.dtype(expected):
             raise Incorrect(f"{_named(name)} is the dtype `{actual_dtype}`, which is not the one expected.")
         return
@@ -204,7 +205,8 @@ def _assert_sequence(name: str, actual: Any, expected: Sequence, *, rtol: float,
     if isinstance(actual, np.ndarray):
         actual = actual.tolist()
     if not isinstance(actual, (tuple, list)):
-        raise Incorrect(f"{_named(name)} should be a {_type_name(expected)} of {len(expected)} items, but it is a {_type_name(actual)}.")
+        raise Incorrect(f"{_named(name)} should be a {_type_name(expected)} of {len(expected)} items, "
+                        f"but it is a {_type_name(actual)}.")
     if len(actual) != len(expected):
         raise Incorrect(f"{_named(name)} has {len(actual)} items; expected {len(expected)}.")
     for position, (got, want) in enumerate(zip(actual, expected)):
@@ -213,7 +215,8 @@ def _assert_sequence(name: str, actual: Any, expected: Sequence, *, rtol: float,
 
 def _assert_array(name: str, actual: Any, expected: np.ndarray, *, rtol: float, atol: float) -> None:
     if not isinstance(actual, (np.ndarray, list, tuple)) and not hasattr(actual, "__array__"):
-        raise Incorrect(f"{_named(name)} should be an array of shape {expected.shape}, but it is a {_type_name(actual)}.")
+        raise Incorrect(f"{_named(name)} should be an array of shape {expected.shape}, "
+                        f"but it is a {_type_name(actual)}.")
     actual_array = np.asarray(actual)
     if actual_array.shape != expected.shape:
         raise Incorrect(f"{_named(name)} has shape {actual_array.shape}; expected shape {expected.shape}.")
@@ -222,7 +225,8 @@ def _assert_array(name: str, actual: Any, expected: np.ndarray, *, rtol: float, 
     if expected.dtype.kind in "fc":
         if not np.allclose(actual_array, expected, rtol=rtol, atol=atol, equal_nan=True):
             worst = float(np.nanmax(np.abs(actual_array.astype(np.float64) - expected.astype(np.float64))))
-            raise Incorrect(f"{_named(name)} has the right shape, but its values differ from the reference by up to {worst:.3g}.")
+            raise Incorrect(f"{_named(name)} has the right shape, but its values differ from the reference "
+                            f"by up to {worst:.3g}.")
     elif not np.array_equal(actual_array, expected):
         wrong = int(np.sum(actual_array != expected))
         raise Incorrect(f"{_named(name)} has the right shape, but {wrong} of its {expected.size} entries are wrong.")
@@ -379,7 +383,8 @@ class ProblemView:
         values = []
         for var in self.problem.vars:
             if var not in self._namespace:
-                return CheckResult("not_attempted", f"`{var}` is not defined yet: fill in and run the cell that sets it.")
+                return CheckResult("not_attempted",
+                                   f"`{var}` is not defined yet: fill in and run the cell that sets it.")
             values.append(self._namespace[var])
         if any(contains_placeholder(value) for value in values):
             names = ", ".join(f"`{var}`" for var in self.problem.vars)
@@ -463,7 +468,8 @@ class LabExercises(tuple):
     """The views a lab binds, in the order its module lists them; shown as a table of labels."""
 
     def __repr__(self) -> str:
-        return "\n".join(f"{view.name:>4}  {view.problem.__class__.__name__:<28} {view.problem.prompt}" for view in self)
+        return "\n".join(f"{view.name:>4}  {view.problem.__class__.__name__:<28} {view.problem.prompt}"
+                         for view in self)
 
     def _repr_markdown_(self) -> str:
         rows = [f"| `{view.name}` | {view.problem.__class__.__name__} | {view.problem.prompt} |" for view in self]
@@ -479,7 +485,8 @@ def bind_problems(lab: str, problems: Mapping[str, type[Problem]] | Sequence[typ
     of the lab's exercise cells run untouched without the first cell showing ``____`` as a blank.
     """
     namespace["____"] = ____
-    views = LabExercises(ProblemView(problem(), label, lab, namespace) for label, problem in _labelled(problems).items())
+    views = LabExercises(ProblemView(problem(), label, lab, namespace)
+                         for label, problem in _labelled(problems).items())
     namespace.update({view.name: view for view in views})
     return views
 

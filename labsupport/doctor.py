@@ -180,7 +180,8 @@ def _check_native(report: DoctorReport) -> None:
     headers = next((str(path) for path in candidates if (path / "onnxruntime_cxx_api.h").exists()
                     or (path / "onnxruntime" / "onnxruntime_cxx_api.h").exists()), None)
     report.findings.append(Finding("Native toolchain", "C++ headers", "ok" if headers else "warn",
-                                   headers or "not installed yet; the coming lab 13 fetches them into a cache when it needs them"))
+                                   headers or ("not installed yet; the coming lab 13 fetches them into a cache "
+                                               "when it needs them")))
 
 
 def diagnose(*, native: bool = True) -> DoctorReport:

@@ -75,9 +75,10 @@ class OnnxModelProblem(Problem):
         if isinstance(model, onnx.ModelProto):
             return model
         if isinstance(model, (str, os.PathLike)):
-            raise Incorrect(f"`{self.vars[0]}` is a path; this exercise wants the ModelProto itself: load it with `onnx.load(path)`.")
-        raise Incorrect(f"`{self.vars[0]}` should be an onnx.ModelProto (made by `onnx.helper.make_model` or `onnx.load`), "
-                        f"but it is a {type(model).__name__}.")
+            raise Incorrect(f"`{self.vars[0]}` is a path; this exercise wants the ModelProto itself: "
+                            "load it with `onnx.load(path)`.")
+        raise Incorrect(f"`{self.vars[0]}` should be an onnx.ModelProto (made by `onnx.helper.make_model` "
+                        f"or `onnx.load`), but it is a {type(model).__name__}.")
 
     def check_model(self, name: str, model: Any) -> None:
         """Check an already-typed ModelProto; ``name`` is what messages call it."""
@@ -101,7 +102,8 @@ class OnnxModelProblem(Problem):
         if feeds is not None:
             produced = _run_model(model, feeds)
             for output, actual, expected in zip(graph.output, produced, self.expected_outputs(feeds)):
-                assert_equal(f"{name}'s output '{output.name}'", actual, np.asarray(expected), rtol=self.rtol, atol=self.atol)
+                assert_equal(f"{name}'s output '{output.name}'", actual, np.asarray(expected),
+                             rtol=self.rtol, atol=self.atol)
 
     def _check_opset(self, name: str, model: Any) -> None:
         versions = opset_versions(model)
@@ -110,7 +112,8 @@ class OnnxModelProblem(Problem):
                             "`opset_imports=[onnx.helper.make_opsetid('', N)]` to `make_model`.")
         version = versions["ai.onnx"]
         if self.opset is not None and version != self.opset:
-            raise Incorrect(f"`{name}` imports opset {version} of the default domain; this exercise asks for opset {self.opset}.")
+            raise Incorrect(f"`{name}` imports opset {version} of the default domain; "
+                            f"this exercise asks for opset {self.opset}.")
         if self.min_opset is not None and version < self.min_opset:
             raise Incorrect(f"`{name}` imports opset {version}; this exercise needs opset {self.min_opset} or newer.")
 
@@ -140,10 +143,11 @@ class OnnxModelProblem(Problem):
             dims = value.type.tensor_type.shape.dim
             for axis in axes:
                 if axis >= len(dims):
-                    raise Incorrect(f"`{name}`'s '{value_name}' has rank {len(dims)}; expected at least {axis + 1} dimensions.")
+                    raise Incorrect(f"`{name}`'s '{value_name}' has rank {len(dims)}; "
+                                    f"expected at least {axis + 1} dimensions.")
                 if dims[axis].HasField("dim_value"):
-                    raise Incorrect(f"`{name}`'s '{value_name}' has a fixed size {dims[axis].dim_value} on axis {axis}; "
-                                    "that axis should be dynamic (a named dimension such as 'batch').")
+                    raise Incorrect(f"`{name}`'s '{value_name}' has a fixed size {dims[axis].dim_value} "
+                                    f"on axis {axis}; that axis should be dynamic (a named dimension such as 'batch').")
 
     def _check_ops(self, name: str, op_types: set[str]) -> None:
         missing = [op for op in self.required_ops if op not in op_types]
@@ -171,7 +175,8 @@ class ModelFileProblem(OnnxModelProblem):
 
         name = self.vars[0]
         if not isinstance(path, (str, os.PathLike)):
-            raise Incorrect(f"`{name}` should be the path of an .onnx file (a str or pathlib.Path), but it is a {type(path).__name__}.")
+            raise Incorrect(f"`{name}` should be the path of an .onnx file (a str or pathlib.Path), "
+                            f"but it is a {type(path).__name__}.")
         path = Path(path)
         model = self._load(name, path, external_data=False)
         uses_external = any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in model.graph.initializer)
@@ -179,7 +184,8 @@ class ModelFileProblem(OnnxModelProblem):
             raise Incorrect(f"`{name}` keeps its weights inside the file; save them as external data "
                             "(`onnx.save_model(..., save_as_external_data=True)`).")
         if self.external_data is False and uses_external:
-            raise Incorrect(f"`{name}` stores weights in a separate file; this exercise wants them inside the .onnx file.")
+            raise Incorrect(f"`{name}` stores weights in a separate file; "
+                            "this exercise wants them inside the .onnx file.")
         size = path.stat().st_size  # after the layout check, whose advice is more useful
         if self.max_file_bytes is not None and size > self.max_file_bytes:
             raise Incorrect(f"`{name}` is {size:,} bytes; this exercise expects at most {self.max_file_bytes:,}.")
@@ -227,7 +233,8 @@ class SessionParityProblem(Problem):
         elif isinstance(answer, (list, tuple)):
             outputs = list(answer)
         else:
-            raise Incorrect(f"`{name}` should be an onnxruntime.InferenceSession or its outputs, but it is a {type(answer).__name__}.")
+            raise Incorrect(f"`{name}` should be an onnxruntime.InferenceSession or its outputs, "
+                            f"but it is a {type(answer).__name__}.")
         expected = list(self.expected_outputs())
         if len(outputs) < len(expected):
             raise Incorrect(f"`{name}` gives {len(outputs)} output(s); expected {len(expected)}.")

@@ -182,11 +182,13 @@ def describe_model(path: str | os.PathLike, model: Any | None = None) -> str:
 def check_feeds(label: str, inputs: Sequence[TensorSignature], feeds: Any) -> None:
     """Raise :class:`ValidationInputError` unless ``feeds`` fits the declared ``inputs``."""
     if not isinstance(feeds, Mapping):
-        raise ValidationInputError(f"{label}: feeds should be a dict of input name → array, but got a {type(feeds).__name__}.")
+        raise ValidationInputError(f"{label}: feeds should be a dict of input name → array, "
+                                   f"but got a {type(feeds).__name__}.")
     names = [signature.name for signature in inputs]
     for name in feeds:
         if name not in names:
-            raise ValidationInputError(f"{label}: input '{name}' is not an input of this model; its inputs are {names}.")
+            raise ValidationInputError(f"{label}: input '{name}' is not an input of this model; "
+                                       f"its inputs are {names}.")
     for signature in inputs:
         if signature.name not in feeds:
             raise ValidationInputError(f"{label}: no value for input '{signature.name}'; the model needs {names}.")
@@ -206,7 +208,8 @@ def check_feeds(label: str, inputs: Sequence[TensorSignature], feeds: Any) -> No
             continue
         if value.ndim != len(signature.dims):
             raise ValidationInputError(f"{label}: input '{signature.name}' expects rank {len(signature.dims)} "
-                                       f"{signature.shape_text()} but got shape {value.shape} (rank {value.ndim}): reshape it.")
+                                       f"{signature.shape_text()} but got shape {value.shape} (rank {value.ndim}): "
+                                       "reshape it.")
         for axis, (size, dim) in enumerate(zip(value.shape, signature.dims)):
             if isinstance(dim, int) and size != dim:
                 raise ValidationInputError(f"{label}: input '{signature.name}' expects size {dim} on axis {axis} "
@@ -384,11 +387,13 @@ class _Comparison:
 def _compare(name: str, actual: Any, reference: Any, tolerance: Tolerance) -> _Comparison:
     actual, reference = _as_array(actual), _as_array(reference)
     if actual.shape != reference.shape:
-        return _Comparison(name, False, None, None, f"'{name}' has shape {actual.shape} but the reference {reference.shape}")
+        return _Comparison(name, False, None, None,
+                           f"'{name}' has shape {actual.shape} but the reference {reference.shape}")
     if actual.dtype.kind not in "fiub" or reference.dtype.kind not in "fiub":
         same = bool(np.array_equal(actual.astype(str), reference.astype(str)))
         wrong = int(np.sum(actual.astype(str) != reference.astype(str)))
-        return _Comparison(name, same, None, None, f"'{name}' {'equal' if same else f'{wrong} of {actual.size} differ'}")
+        return _Comparison(name, same, None, None,
+                           f"'{name}' {'equal' if same else f'{wrong} of {actual.size} differ'}")
     exact = actual.dtype.kind in "iub" and reference.dtype.kind in "iub"
     atol, rtol = (0.0, 0.0) if exact else tolerance
     close = np.isclose(actual.astype(np.float64), reference.astype(np.float64), rtol=rtol, atol=atol, equal_nan=True)
@@ -402,7 +407,8 @@ def _compare(name: str, actual: Any, reference: Any, tolerance: Tolerance) -> _C
     worst = np.unravel_index(int(np.argmax(np.where(close, -np.inf, np.abs(actual.astype(np.float64) - reference)))),
                              actual.shape)
     return _Comparison(name, False, abs_diff, rel_diff,
-                       f"'{name}': {bad} of {actual.size} values outside {rule} (worst at {tuple(int(i) for i in worst)}: "
+                       f"'{name}': {bad} of {actual.size} values outside {rule} "
+                       f"(worst at {tuple(int(i) for i in worst)}: "
                        f"{actual[worst]:.6g} vs reference {reference[worst]:.6g})")
 
 
@@ -428,7 +434,8 @@ class CheckRow:
 
 def _text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [headers, *rows]]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
+             for line in [headers, *rows]]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 
@@ -523,7 +530,8 @@ class ValidationTable:
             fp16_text = "" if fp16 is None else (
                 "skip" if fp16.status == "skip" else f"{_number(fp16.max_abs_diff)} {marks[fp16.status]}")
             table.append([result.name, marks[checker.status] if checker else "", marks[load.status] if load else "",
-                          batches, _number(result.max_abs_diff), _number(result.max_rel_diff), fp16_text, result.verdict])
+                          batches, _number(result.max_abs_diff), _number(result.max_rel_diff), fp16_text,
+                          result.verdict])
         return table
 
     def to_text(self) -> str:
@@ -609,7 +617,8 @@ def _fp16_row(path: Path, model: Any, session: Any, feeds: Mapping[str, np.ndarr
         full_outputs = _run(session, output_names, feeds)
     except Exception as error:
         return CheckRow("fp16", "fail", f"the float16 copy did not run: {first_line(error)}", batch_size=batch)
-    comparisons = [_compare(name, half, full, tolerance) for name, half, full in zip(output_names, half_outputs, full_outputs)]
+    comparisons = [_compare(name, half, full, tolerance)
+                   for name, half, full in zip(output_names, half_outputs, full_outputs)]
     measured = [item for item in comparisons if item.max_abs_diff is not None]
     notes = [item.note for item in comparisons]
     for name, half, full in zip(output_names, half_outputs, full_outputs):
@@ -665,7 +674,8 @@ def _shape_only_row(check: str, session: Any, feeds: Mapping[str, np.ndarray], o
     except Exception as error:
         return CheckRow(check, "fail", f"ONNX Runtime failed: {first_line(error)}", batch_size=_batch_of(feeds))
     shapes = ", ".join(f"'{name}' {output.shape}" for name, output in zip(output_names, outputs))
-    infinite = [name for name, output in zip(output_names, outputs) if output.dtype.kind == "f" and not np.isfinite(output).all()]
+    infinite = [name for name, output in zip(output_names, outputs)
+                if output.dtype.kind == "f" and not np.isfinite(output).all()]
     if infinite:
         return CheckRow(check, "fail", f"ran, but {infinite} hold NaN or infinity", batch_size=_batch_of(feeds))
     return CheckRow(check, "ok", f"ran ({why}): {shapes}", batch_size=_batch_of(feeds))
@@ -675,7 +685,8 @@ def validate_model(model: Any, feeds: Mapping[str, np.ndarray] | None = None,
                    reference: Callable[[Mapping[str, np.ndarray]], Sequence[Any]] | None = None, *,
                    name: str | None = None, output_names: Sequence[str] | None = None,
                    dynamic_axes: Mapping[str, Sequence[int]] | None = None,
-                   batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, dim_sizes: Mapping[str, Sequence[int]] | None = None,
+                   batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+                   dim_sizes: Mapping[str, Sequence[int]] | None = None,
                    tolerances: Mapping[str, tuple[float, float]] | None = None,
                    default_tolerance: tuple[float, float] = DEFAULT_TOLERANCE, fp16: bool = True,
                    fp16_tolerance: tuple[float, float] = FP16_TOLERANCE,
@@ -775,7 +786,8 @@ def _plan(model: Any, feeds: Mapping[str, Any] | None, reference: Callable | Non
     output_names = list(output_names or all_outputs)
     for output in output_names:
         if output not in all_outputs:
-            raise ValidationInputError(f"{label}: output '{output}' is not an output of this model; its outputs are {all_outputs}.")
+            raise ValidationInputError(f"{label}: output '{output}' is not an output of this model; "
+                                       f"its outputs are {all_outputs}.")
     for output in tolerances:
         if output not in all_outputs:
             raise ValidationInputError(f"{label}: tolerances name output '{output}', which this model does not have; "
@@ -871,7 +883,10 @@ def _batch_rows(plan: _Plan, session: Any, expected: _Expected) -> list[CheckRow
 
 
 def _dimension_rows(plan: _Plan, session: Any, expected: _Expected) -> list[CheckRow]:
-    """One row per size of each other named dimension (``dim_sizes``); without a reference the runs need only be finite."""
+    """One row per size of each other named dimension (``dim_sizes``).
+
+    Without a reference the runs need only be finite.
+    """
     rows = []
     for symbol, sizes in plan.dim_sizes.items():
         for size in sizes:

@@ -79,13 +79,15 @@ def test_a_model_failing_the_checker_exits_1_with_the_checker_message(tmp_path):
 
 def test_a_model_whose_outputs_depend_on_the_batch_exits_1_after_the_table(tmp_path):
     graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["x"], ["mean"], axes=[0], keepdims=1), helper.make_node("Sub", ["x", "mean"], ["y"])],
+        [helper.make_node("ReduceMean", ["x"], ["mean"], axes=[0], keepdims=1),
+         helper.make_node("Sub", ["x", "mean"], ["y"])],
         "centre", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
     _save(graph, tmp_path / "centre.onnx")
     completed = run_check("centre.onnx", "--batch-sizes", "2,8", "--no-fp16", cwd=tmp_path)
     assert completed.returncode == 1
-    assert re.search(r"^batch 2 +FAIL +2 .*vs this model at batch 8 \(no reference given\)", completed.stdout, re.MULTILINE)
+    assert re.search(r"^batch 2 +FAIL +2 .*vs this model at batch 8 \(no reference given\)", completed.stdout,
+                     re.MULTILINE)
     assert "fp16" not in completed.stdout
     assert completed.stderr == "error: centre.onnx: batch 2 failed; see the table above.\n"
 

@@ -8,7 +8,8 @@ from labsupport.testing import assert_check_failed, evaluate
 
 class _Normalise(FunctionProblem):
     vars = ("normalise",)
-    test_cases = (((np.arange(64, dtype=np.float32).reshape(8, 8),), np.arange(64, dtype=np.float32).reshape(8, 8) / 63),)
+    test_cases = (((np.arange(64, dtype=np.float32).reshape(8, 8),),
+                   np.arange(64, dtype=np.float32).reshape(8, 8) / 63),)
 
     def describe_call(self, args):
         return "`normalise(images)` on an 8×8 image"

@@ -108,7 +108,8 @@ def test_every_status_icon_of_the_markdown_report_has_a_word_beside_it():
 
 
 def test_the_doctor_command_exits_zero_and_prints_a_verdict():
-    completed = subprocess.run([sys.executable, "-m", "labsupport", "doctor"], capture_output=True, text=True, timeout=120)
+    completed = subprocess.run([sys.executable, "-m", "labsupport", "doctor"],
+                               capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert completed.stdout.strip().splitlines()[-1].startswith("VERDICT: READY")
 

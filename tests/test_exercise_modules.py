@@ -76,11 +76,13 @@ def test_bind_defines_each_label_in_the_namespace_and_names_its_problem():
 def test_notebook_exercise_headings_are_followed_by_their_own_check(module):
     cells = nbformat.read(str(ROOT / "solutions" / f"{module.LAB}.ipynb"), as_version=4).cells
     for index, cell in enumerate(cells):
-        for number in re.findall(r"^#+ Exercise (\d+)\b", cell.source, flags=re.M) if cell.cell_type == "markdown" else ():
+        for number in (re.findall(r"^#+ Exercise (\d+)\b", cell.source, flags=re.M)
+                       if cell.cell_type == "markdown" else ()):
             following = next((later.source for later in cells[index + 1:] if later.cell_type == "code"
                               and re.search(r"\bq\d+\.check\(\)", later.source)), "")
             assert f"q{number}.check()" in following, (
-                f"{module.LAB}: the heading 'Exercise {number}' is followed by {following.strip()!r}, not q{number}.check()")
+                f"{module.LAB}: the heading 'Exercise {number}' is followed by {following.strip()!r}, "
+                f"not q{number}.check()")
             assert f"q{number}" in _problems(module), f"{module.LAB}: 'Exercise {number}' has no label q{number}"
 
 
@@ -123,7 +125,8 @@ def test_checked_exercises_have_a_prompt_two_hints_and_a_solution_assigning_thei
 def test_bind_gives_one_view_per_problem_in_declared_order(module):
     views = module.bind({})
     assert [view.name for view in views] == list(module.PROBLEMS)
-    assert [view.problem_id for view in views] == [problem.problem_id(module.LAB) for problem in _problems(module).values()]
+    assert [view.problem_id for view in views] == [problem.problem_id(module.LAB)
+                                                   for problem in _problems(module).values()]
 
 
 def test_importing_every_exercise_module_loads_no_framework():

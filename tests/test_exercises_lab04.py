@@ -80,7 +80,8 @@ def _all_nodes(graph):
 @pytest.fixture(scope="module")
 def legacy_reference(folder):
     cnn = lab04.reference_digits()[1]
-    return _export_torchscript(cnn, folder / "legacy.onnx", dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}})
+    return _export_torchscript(cnn, folder / "legacy.onnx",
+                               dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}})
 
 
 def test_legacy_export_reference_passes(legacy_reference):
@@ -136,14 +137,16 @@ def test_sequence_export_with_a_fixed_sequence_length_names_axis_1(sequence_refe
 def test_sequence_export_with_int32_tokens_is_told_the_element_type(sequence_reference, folder):
     model = onnx.load(str(sequence_reference))
     model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.INT32
-    assert_check_failed(lab04.SequenceExport, {"sequence_path": _save(model, folder / "int32_tokens.onnx")}, "expected INT64")
+    assert_check_failed(lab04.SequenceExport, {"sequence_path": _save(model, folder / "int32_tokens.onnx")},
+                        "expected INT64")
 
 
 def test_sequence_export_with_other_weights_differs_from_the_reference(sequence_reference, folder):
     model = onnx.load(str(sequence_reference))
     embedding = next(tensor for tensor in model.graph.initializer if tensor.name == "embedding.weight")
     embedding.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(embedding) * 2, embedding.name))
-    assert_check_failed(lab04.SequenceExport, {"sequence_path": _save(model, folder / "other.onnx")}, "differ from the reference")
+    assert_check_failed(lab04.SequenceExport, {"sequence_path": _save(model, folder / "other.onnx")},
+                        "differ from the reference")
 
 
 def test_sequence_export_placeholder_is_not_attempted():
@@ -184,7 +187,8 @@ def test_loop_export_reference_passes(loop_reference):
 def test_loop_export_traced_python_loop_has_no_loop_node(folder):
     path = folder / "unrolled.onnx"
     torch.onnx.export(ScaleToUnitPython(), (_example() * 16,), str(path), dynamo=False, input_names=["pixels"],
-                      output_names=["scaled"], dynamic_axes={"pixels": {0: "batch"}, "scaled": {0: "batch"}}, verbose=False)
+                      output_names=["scaled"], dynamic_axes={"pixels": {0: "batch"}, "scaled": {0: "batch"}},
+                      verbose=False)
     assert_check_failed(lab04.LoopExport, {"loop_path": path}, "has no Loop node")
 
 
@@ -302,7 +306,8 @@ def test_removed_ops_reference_passes_as_counter_or_dict():
 
 
 def test_removed_ops_as_a_set_of_names_asks_for_counts():
-    assert_check_failed(lab04.RemovedByFolding, {"removed_ops": set(lab04.FOLDED_BY_OPTIMIZER)}, "not just list op types")
+    assert_check_failed(lab04.RemovedByFolding, {"removed_ops": set(lab04.FOLDED_BY_OPTIMIZER)},
+                        "not just list op types")
 
 
 def test_removed_ops_from_a_set_difference_misses_the_multiplication():

@@ -9,7 +9,8 @@ from labsupport.testing import hint_leaks
 CODE_PROBLEMS = [(lab, problem) for lab, problem in iter_problems() if problem.solution_is_code]
 
 
-@pytest.mark.parametrize("lab, problem", CODE_PROBLEMS, ids=[f"{lab}.{problem.__name__}" for lab, problem in CODE_PROBLEMS])
+@pytest.mark.parametrize("lab, problem", CODE_PROBLEMS,
+                         ids=[f"{lab}.{problem.__name__}" for lab, problem in CODE_PROBLEMS])
 def test_no_hint_contains_the_solutions_code(lab, problem):
     leaks = hint_leaks(problem)
     assert not leaks, "\n".join(f"{lab}.{problem.__name__}.hints[{number - 1}] spells out `{statement}`: "
@@ -18,7 +19,8 @@ def test_no_hint_contains_the_solutions_code(lab, problem):
 
 class _Leaky(EqualityProblem):
     vars = ("info",)
-    solution = 'info = helper.make_value_info("p", helper.make_sequence_type_proto(helper.make_tensor_type_proto(1, [])))'
+    solution = ('info = helper.make_value_info("p", '
+                'helper.make_sequence_type_proto(helper.make_tensor_type_proto(1, [])))')
     hints = ("Build it from the inside out.",
              "`onnx.helper.make_value_info('p', onnx.helper.make_sequence_type_proto("
              "onnx.helper.make_tensor_type_proto(1, [])))`")

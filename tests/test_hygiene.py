@@ -76,7 +76,8 @@ def test_every_lab_has_its_exercise_module_with_the_same_name(path):
 def test_lab_has_title_learning_goals_summary_and_review_questions(path):
     markdown = "\n".join(cell.source for cell in _read(path).cells if cell.cell_type == "markdown")
     assert re.match(r"# Lab \d\d — ", markdown), "the first cell starts with '# Lab NN — title'"
-    for heading in ("**You will learn**", "**Self-assessment items this lab evidences:**", "## Summary", "## Check yourself"):
+    for heading in ("**You will learn**", "**Self-assessment items this lab evidences:**", "## Summary",
+                    "## Check yourself"):
         assert heading in markdown, f"{path.name} lacks {heading}"
 
 
@@ -90,7 +91,8 @@ def test_every_exercise_is_bound_and_checked_in_its_solution_notebook(module):
     ast.parse(code)
     for view in module.bind({}):
         call = "solution" if isinstance(view.problem, ThoughtExperiment) else "check"
-        assert re.search(rf"^{view.name}\.{call}\(\)", code, flags=re.MULTILINE), f"{module.LAB}: {view.name}.{call}() never runs"
+        assert re.search(rf"^{view.name}\.{call}\(\)", code, flags=re.MULTILINE), (
+            f"{module.LAB}: {view.name}.{call}() never runs")
 
 
 def test_readme_lists_every_lab():

@@ -46,7 +46,8 @@ def test_make_lab_serves_a_workspace_seeded_from_the_student_notebooks_keeping_t
         served = {entry["name"] for entry in listing["content"]}
         assert {path.name for path in (ROOT / "notebooks").glob("*.ipynb")} <= served
         assert answered.read_text() == '{"learner": "my answers"}'
-        assert (workspace / "01_interoperability.ipynb").read_bytes() == (ROOT / "notebooks" / "01_interoperability.ipynb").read_bytes()
+        assert ((workspace / "01_interoperability.ipynb").read_bytes()
+                == (ROOT / "notebooks" / "01_interoperability.ipynb").read_bytes())
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernelspecs?token={token}", timeout=5) as reply:
             kernelspecs = json.load(reply)
         assert kernelspecs["default"] == "python3"

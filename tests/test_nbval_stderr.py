@@ -15,7 +15,8 @@ from tests.nbval_stderr import STDERR_TAG, stderr_problem
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run_nbval(tmp_path: Path, cells: list[tuple[str, list[str]]], *, solutions_run: bool) -> subprocess.CompletedProcess:
+def _run_nbval(tmp_path: Path, cells: list[tuple[str, list[str]]], *,
+               solutions_run: bool) -> subprocess.CompletedProcess:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     notebook.cells = [nbformat.v4.new_code_cell(source, metadata={"tags": tags}) for source, tags in cells]
@@ -24,8 +25,8 @@ def _run_nbval(tmp_path: Path, cells: list[tuple[str, list[str]]], *, solutions_
     env = {key: value for key, value in os.environ.items() if key != "LABSUPPORT_EXPECT_SOLVED"}
     if solutions_run:
         env["LABSUPPORT_EXPECT_SOLVED"] = "1"
-    return subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "tests.nbval_stderr",
-                           "-q", "-p", "no:cacheprovider", str(path)],
+    return subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env",
+                           "-p", "tests.nbval_stderr", "-q", "-p", "no:cacheprovider", str(path)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 

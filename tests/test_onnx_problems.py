@@ -96,7 +96,8 @@ def test_placeholder_model_is_not_attempted():
 
 def test_a_path_instead_of_a_model_points_to_onnx_load(tmp_path):
     assert_check_failed(BuildAffineRelu, {"model": str(tmp_path / "model.onnx")}, "`onnx.load(path)`")
-    assert_check_failed(BuildAffineRelu, {"model": tmp_path / "model.onnx"}, "this exercise wants the ModelProto itself")
+    assert_check_failed(BuildAffineRelu, {"model": tmp_path / "model.onnx"},
+                        "this exercise wants the ModelProto itself")
 
 
 def test_an_answer_that_is_not_a_model_names_its_type():

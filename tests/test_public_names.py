@@ -28,7 +28,8 @@ def _imports_from_labsupport(code: str, where: str) -> list[tuple[str, str, str]
     """(module, name, where) for every ``from labsupport… import name`` in ``code``."""
     found = []
     for node in ast.walk(ast.parse(code)):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("labsupport") and node.level == 0:
+        if (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("labsupport")
+                and node.level == 0):
             found += [(node.module, alias.name, where) for alias in node.names]
     return found
 

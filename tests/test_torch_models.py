@@ -102,7 +102,8 @@ def test_sequence_model_matches_eager_pytorch_on_sliced_shapes(sequence_model, b
 def test_sequence_model_runs_longer_sequences_than_it_was_exported_with(sequence_model):
     tokens, _ = torch_models.make_sequence_data(count=3, length=50, seed=5)
     (onnx_logits,) = _session(sequence_model).run(None, {"tokens": tokens})
-    np.testing.assert_allclose(onnx_logits, sequence_model.framework_outputs({"tokens": tokens})[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(onnx_logits, sequence_model.framework_outputs({"tokens": tokens})[0],
+                               rtol=1e-4, atol=1e-4)
 
 
 @pytest.fixture(scope="module")

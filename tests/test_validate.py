@@ -178,7 +178,8 @@ def test_integer_outputs_must_match_exactly(tmp_path):
 def test_without_a_reference_a_batch_dependent_model_fails_against_itself(tmp_path):
     """x - mean over the batch: each row's output depends on the other rows."""
     graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["x"], ["mean"], axes=[0], keepdims=1), helper.make_node("Sub", ["x", "mean"], ["y"])],
+        [helper.make_node("ReduceMean", ["x"], ["mean"], axes=[0], keepdims=1),
+         helper.make_node("Sub", ["x", "mean"], ["y"])],
         "centre", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
     path = _save(graph, tmp_path / "centre.onnx", opsets=(("", 17),))
@@ -304,8 +305,9 @@ def test_random_feeds_for_an_input_type_they_cannot_make_say_how_to_pass_your_ow
 
 def test_an_undefined_element_type_or_a_negative_size_is_named_with_the_file(tmp_path):
     undefined = _declared_model(tmp_path / "undefined.onnx", ["batch", 4], TensorProto.UNDEFINED)
-    with pytest.raises(ValidationInputError, match=r"undefined.onnx: input 'x' is a tensor\(undefined\), an element type "
-                                                   r"no array can hold: fix the type where the model is made\.$"):
+    with pytest.raises(ValidationInputError,
+                       match=r"undefined.onnx: input 'x' is a tensor\(undefined\), an element type "
+                             r"no array can hold: fix the type where the model is made\.$"):
         validate_model(undefined)
     negative = _declared_model(tmp_path / "negative.onnx", [-1, 4])
     with pytest.raises(ValidationInputError, match=r"negative.onnx: input 'x' declares a negative size \[-1, 4\]: "

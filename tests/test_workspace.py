@@ -32,4 +32,5 @@ def test_a_file_in_place_of_the_workspace_is_one_line_and_exit_2(tmp_path):
     completed = subprocess.run([sys.executable, "-m", "labsupport", "seed-workspace", "--workspace", str(blocked)],
                                cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert completed.returncode == 2 and completed.stdout == ""
-    assert completed.stderr.count("\n") == 1 and completed.stderr.startswith(f"error: cannot prepare the workspace {blocked}")
+    assert (completed.stderr.count("\n") == 1
+            and completed.stderr.startswith(f"error: cannot prepare the workspace {blocked}"))

@@ -247,7 +247,8 @@ def puzzle_model():
 # ---------------------------------------------------------------------------
 
 class DefinitionInForce(FunctionProblem):
-    prompt = "write definition_in_force(op_type, opset): the since_version of the definition a model importing `opset` uses"
+    prompt = ("write definition_in_force(op_type, opset): the since_version of the definition a model importing "
+              "`opset` uses")
     vars = ("definition_in_force",)
     hints = ("A model that imports opset N uses, for each operator, the newest definition whose since_version is "
              "at most N — not necessarily one introduced at N.",
@@ -289,7 +290,8 @@ class UpgradeLegacyModel(OnnxModelProblem):
 
 
 class ConvOutputSize(FunctionProblem):
-    prompt = "write conv_output_size(size, kernel, stride, pad_begin, pad_end, dilation): one spatial size of a Conv output"
+    prompt = ("write conv_output_size(size, kernel, stride, pad_begin, pad_end, dilation): "
+              "one spatial size of a Conv output")
     vars = ("conv_output_size",)
     hints = ("A dilated kernel spans d·(k − 1) + 1 input positions; count how many times a window of that span "
              "fits in the padded input when it moves `stride` positions at a time.",
@@ -328,7 +330,8 @@ class PuzzleShape(EqualityProblem):
 
 
 class FixBrokenModel(OnnxModelProblem):
-    prompt = "repair broken_model so that the full checker accepts it and it computes softmax(x*scale + offset) over axis 1"
+    prompt = ("repair broken_model so that the full checker accepts it and it computes softmax(x*scale + offset) "
+              "over axis 1")
     vars = ("fixed_model",)
     hints = ("Run `onnx.checker.check_model(model, full_check=True)` after each change and read the message: "
              "there are two faults, and the plain check only finds the first.",
@@ -363,7 +366,8 @@ offset.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(offset).astype(np.
 class AxesAttributeAtOpset17(ThoughtExperiment):
     prompt = ("a hand-edited model imports opset 17 and has a ReduceSum node with an `axes` attribute; the checker "
               "rejects it. Why, and name two fixes.")
-    hints = ("Which definition of ReduceSum does a model importing opset 17 use, and where does that one take its axes?",
+    hints = ("Which definition of ReduceSum does a model importing opset 17 use, "
+             "and where does that one take its axes?",
              "One fix changes the node, the other changes the opset the node claims to be written for.")
     solution = (
         "A model that imports opset 17 uses the newest ReduceSum definition with since_version ≤ 17, which is "
@@ -379,7 +383,8 @@ class CheckerPassesRuntimeFails(ThoughtExperiment):
     prompt = ("`onnx.checker.check_model(model, full_check=True)` passes, yet ONNX Runtime refuses to load the model. "
               "Give three different reasons this can happen.")
     hints = ("What can the checker not know about, because it only has the ONNX specification?",
-             "Think of custom domains, of versions (of the opset and of the file format), and of files beside the model.")
+             "Think of custom domains, of versions (of the opset and of the file format), "
+             "and of files beside the model.")
     solution = (
         "The checker validates against the ONNX specification; a runtime needs an implementation. (1) A node in a "
         "custom domain (`com.example.Swish`) has no schema the checker could verify, so it is accepted, but the "

@@ -214,7 +214,8 @@ torch.onnx.export(clipped_cnn, (example,), str(decomposed_path), input_names=["p
         return [clipped_reference(feeds["pixels"])]
 
     def check_model(self, name, model):
-        custom = sorted({f"{node.domain}::{node.op_type}" for node in model.graph.node if node.domain not in ("", "ai.onnx")})
+        custom = sorted({f"{node.domain}::{node.op_type}" for node in model.graph.node
+                         if node.domain not in ("", "ai.onnx")})
         if custom:
             raise Incorrect(f"`{name}` still contains {', '.join(custom)}, which ONNX Runtime cannot run; translate "
                             "smooth_clip into standard operators (the default domain).")
@@ -297,7 +298,8 @@ class ParityMetrics(FunctionProblem):
             (np.array([[0.1, 0.2], [0.4, 0.3]], dtype=np.float32),
              np.array([[0.1, 0.2], [0.4, 0.3]], dtype=np.float32)),
         ]
-        return [((reference, candidate), reference_parity_metrics(reference, candidate)) for reference, candidate in pairs]
+        return [((reference, candidate), reference_parity_metrics(reference, candidate))
+                for reference, candidate in pairs]
 
 
 class TracingRisk(ThoughtExperiment):
@@ -315,7 +317,8 @@ class TracingRisk(ThoughtExperiment):
 
 
 class CustomDomainTradeoff(ThoughtExperiment):
-    prompt = "when would you keep a custom-domain operator instead of decomposing it, and what must ship with the model?"
+    prompt = ("when would you keep a custom-domain operator instead of decomposing it, "
+              "and what must ship with the model?")
     solution = (
         "Keep it when the target runtime has a faster or more exact fused kernel for it (a vendor plugin for "
         "TensorRT or OpenVINO, an ONNX Runtime contrib or custom op), when the decomposition would be large or "
