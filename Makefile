@@ -49,8 +49,10 @@ test-unit: $(STAMP)
 test-lab: $(STAMP)
 	@test -n "$(LAB)" || { echo "error: say which lab, e.g. make test-lab LAB=03"; exit 2; }
 	@ls solutions/$(LAB)_*.ipynb >/dev/null 2>&1 || { echo "error: no solutions/$(LAB)_*.ipynb; labs are $$(ls solutions | cut -c1-2 | tr '\n' ' ')"; exit 2; }
-	$(BIN)/python -m labsupport build-notebooks --check
-	$(BIN)/python -m pytest tests/test_exercises_lab$(LAB).py tests/test_hints.py tests/test_course_text.py -q
+	$(BIN)/python -m labsupport build-notebooks --check --lab $(LAB)
+	$(BIN)/python -m pytest tests/test_exercises_lab$(LAB).py -q
+	$(BIN)/python -m pytest tests/test_hints.py tests/test_course_text.py tests/test_solution_texts.py \
+		tests/test_exercise_modules.py tests/test_hygiene.py -q -k "$(LAB)_ or lab$(LAB)"
 	LABSUPPORT_STRICT=1 LABSUPPORT_EXPECT_SOLVED=1 $(NBVAL) solutions/$(LAB)_*.ipynb
 	$(NBVAL) notebooks/$(LAB)_*.ipynb
 
@@ -60,8 +62,9 @@ test-solutions: $(STAMP)
 test-notebooks: $(STAMP)
 	$(NBVAL) notebooks
 
+# make notebooks LAB=03 regenerates that lab only
 notebooks: $(STAMP)
-	$(BIN)/python -m labsupport build-notebooks
+	$(BIN)/python -m labsupport build-notebooks $(if $(LAB),--lab $(LAB))
 
 lock: $(STAMP)
 	{ echo "# Exact versions CI and \`make lab\`/\`make test\` install (pip install -r requirements-lock.txt)."; \

@@ -345,8 +345,11 @@ class Drift:
     removed: bool = False
 
 
-def build_all(root: Path, *, check: bool = False) -> list[Drift]:
+def build_all(root: Path, *, check: bool = False, lab: str | None = None) -> list[Drift]:
     """Clean ``solutions/`` and render ``notebooks/`` under ``root``.
+
+    ``lab`` (``"03"``) limits the build to that lab's notebooks, so an author touches no other
+    lab's files; a stray student notebook of another lab is then left for a full build.
 
     With ``check=True`` nothing is written; the returned list names every file that would
     change. Otherwise the files are written, student notebooks without a solution twin are
@@ -362,12 +365,18 @@ def build_all(root: Path, *, check: bool = False) -> list[Drift]:
     if not sources:
         raise BuildError(f"{solutions}: holds no notebooks, so there is nothing to render notebooks/ from; "
                          "run this from the repository root.")
+    if lab is not None:
+        sources = [source for source in sources if source.name.startswith(f"{lab}_")]
+        if not sources:
+            raise BuildError(f"no solutions/{lab}_*.ipynb: the labs are "
+                             f"{', '.join(sorted({path.name[:2] for path in _notebook_paths(solutions, 'solutions')}))}.")
     expected: dict[Path, str] = {}
     for source in sources:
         clean = clean_notebook(_read_notebook(source, f"solutions/{source.name}"))
         expected[source] = _dumps(clean)
         expected[students / source.name] = _dumps(render_student(clean, source.name))
-    strays = [path for path in _notebook_paths(students, "notebooks") if path not in expected]
+    strays = [path for path in _notebook_paths(students, "notebooks") if path not in expected
+              and (lab is None or path.name.startswith(f"{lab}_"))]
     drifts: list[Drift] = []
     for path, text in expected.items():
         shown = path.relative_to(root).as_posix()

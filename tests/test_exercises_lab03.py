@@ -10,7 +10,13 @@ from onnx.reference import ReferenceEvaluator
 
 from labsupport.checking import ____
 from labsupport.exercises import lab03
-from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted, solution_answer
+from labsupport.testing import (
+    assert_check_failed,
+    assert_check_passed,
+    assert_check_unattempted,
+    evaluate,
+    solution_answer,
+)
 
 
 def _run(model, feeds):
@@ -257,6 +263,45 @@ def test_fix_by_deleting_the_attribute_is_caught_by_running_it():
 
 def test_fix_placeholder_is_not_attempted():
     assert_check_unattempted(lab03.FixBrokenModel)
+
+
+# ---------------------------------------------------------------------------
+# q9 CeilModePoolShape
+# ---------------------------------------------------------------------------
+
+def test_ceil_pool_reference_passes():
+    assert_check_passed(lab03.CeilModePoolShape, {"pooled_shape": solution_answer(lab03.CeilModePoolShape)})
+    assert_check_passed(lab03.CeilModePoolShape, {"pooled_shape": [1, 192, 28, 21]})
+
+
+def test_ceil_pool_rounding_matters_on_both_axes_and_onnx_runtime_agrees_with_inference():
+    model = lab03.ceil_pool_model()
+    inferred = lab03.inferred_output_shape(model)
+    floored = tuple((size - lab03.POOL_KERNEL) // lab03.POOL_STRIDE + 1 for size in lab03.POOL_INPUT_SHAPE[2:])
+    assert all(ceil > floor for ceil, floor in zip(inferred[2:], floored))
+    (y,) = _run(model, {"x": np.zeros(lab03.POOL_INPUT_SHAPE, np.float32)})
+    assert y.shape == inferred
+
+
+@pytest.mark.parametrize("wrong, fragment", [
+    ((1, 192, 27, 20), "the shape MaxPool gives with ceil_mode=0"),  # the floor of exercise 3, attribute ignored
+    ((1, 192, 21, 28), "`pooled_shape[2]` = 21 is too small"),  # height and width swapped
+    ((28, 21), "has 2 items; expected 4"),  # spatial sizes only
+    ((1, 192, 29, 22), "`pooled_shape[2]` = 29 is too large"),  # ceil(size / stride) + 1: kernel forgotten
+    ((1, 192, 27.5, 20.5), "should be a whole number"),  # true division, no rounding at all
+])
+def test_ceil_pool_wrong_answers_are_reported(wrong, fragment):
+    assert_check_failed(lab03.CeilModePoolShape, {"pooled_shape": wrong}, fragment)
+
+
+def test_ceil_pool_floor_message_does_not_give_the_answer():
+    result = evaluate(lab03.CeilModePoolShape, {"pooled_shape": (1, 192, 27, 20)})
+    assert "28" not in result.message and "21" not in result.message
+
+
+def test_ceil_pool_placeholder_is_not_attempted():
+    assert_check_unattempted(lab03.CeilModePoolShape)
+    assert_check_unattempted(lab03.CeilModePoolShape, {"pooled_shape": (1, 192, ____, ____)})
 
 
 # ---------------------------------------------------------------------------

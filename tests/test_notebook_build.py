@@ -519,3 +519,20 @@ def test_the_command_without_a_solutions_folder_exits_2_with_one_line(tmp_path, 
     stderr = capsys.readouterr().err
     assert stderr == (f"error: no solutions/ folder in {tmp_path} or {tmp_path / 'site-packages'}; "
                       "run this from the repository root.\n")
+
+
+def test_a_one_lab_build_writes_only_that_labs_notebook(tmp_path):
+    from labsupport.notebook_build import build_all
+
+    (tmp_path / "solutions").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    for name in ("03_a.ipynb", "04_b.ipynb"):
+        notebook = nbformat.v4.new_notebook()
+        notebook.cells = [nbformat.v4.new_code_cell("x = 1  # SOLUTION")]
+        nbformat.write(notebook, str(tmp_path / "solutions" / name))
+    (tmp_path / "notebooks" / "04_stray.ipynb").write_text("{}")
+    drifts = build_all(tmp_path, lab="03")
+    assert [drift.path.name for drift in drifts if drift.path.parent.name == "notebooks"] == ["03_a.ipynb"]
+    assert not (tmp_path / "notebooks" / "04_b.ipynb").exists() and (tmp_path / "notebooks" / "04_stray.ipynb").exists()
+    with pytest.raises(BuildError, match=r"no solutions/05_\*\.ipynb: the labs are 03, 04"):
+        build_all(tmp_path, lab="05")

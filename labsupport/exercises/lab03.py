@@ -2,11 +2,11 @@
 shape inference and the reference evaluator.
 
 The exercises resolve which definition of an operator a model uses, upgrade an opset-9
-model, compute Conv output sizes and a small graph's output shape, and repair a broken
-model. The reference helpers below are what the notebook and the checks share: the
-ResNet-50 shipped in the onnx wheel (with seeded weights where the file has none), the
-small opset-9 ``legacy`` model and the broken ``softmax`` model, each with its input and
-the numbers it must produce.
+model, compute Conv output sizes and the output shapes of a ceil-mode MaxPool and of a
+small graph, and repair a broken model. The reference helpers below are what the
+notebook and the checks share: the ResNet-50 shipped in the onnx wheel (with seeded
+weights where the file has none), the small opset-9 ``legacy`` model and the broken
+``softmax`` model, each with its input and the numbers it must produce.
 """
 
 from __future__ import annotations
@@ -242,6 +242,25 @@ def puzzle_model():
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
 
 
+POOL_INPUT_SHAPE = (1, 192, 56, 42)  # GoogLeNet's second max-pool, on a 4:3 image (224 × 168)
+POOL_KERNEL = 3
+POOL_STRIDE = 2
+
+
+def ceil_pool_model():
+    """One MaxPool (3×3, stride 2, no pads, ``ceil_mode=1``) on x [1, 192, 56, 42], at opset 21.
+
+    The output shape is left to inference, as in :func:`conv_model`.
+    """
+    from onnx import helper
+
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[POOL_KERNEL, POOL_KERNEL],
+                            strides=[POOL_STRIDE, POOL_STRIDE], ceil_mode=1)
+    graph = helper.make_graph([node], "ceil_pool", [helper.make_tensor_value_info("x", FLOAT, list(POOL_INPUT_SHAPE))],
+                              [helper.make_tensor_value_info("y", FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
 # ---------------------------------------------------------------------------
 # Exercises
 # ---------------------------------------------------------------------------
@@ -327,6 +346,28 @@ class PuzzleShape(EqualityProblem):
                 raise Incorrect("`puzzle_output_shape[0]` is a number, but the input's batch is the symbolic "
                                 "dimension 'N': shape inference carries the name through.")
         super().check(puzzle_output_shape)
+
+
+class CeilModePoolShape(EqualityProblem):
+    prompt = "give the output shape of ceil_pool_model's MaxPool (3×3, stride 2, ceil_mode=1) on x [1, 192, 56, 42]"
+    vars = ("pooled_shape",)
+    hints = ("Pooling uses the Conv output-size formula; `ceil_mode=1` changes only its rounding. Apply it to "
+             "each spatial axis on its own: the height and the width differ.",
+             "No pads and no dilation here: the window can move (size − kernel) positions. Count the moves of the "
+             "stride rounding *up*, then add one for the window's first position. Batch and channels pass "
+             "through; the answer is a 4-tuple of ints.")
+    solution = "pooled_shape = (1, 192, int(np.ceil((56 - 3) / 2)) + 1, int(np.ceil((42 - 3) / 2)) + 1)"
+
+    def expected_value(self):
+        return inferred_output_shape(ceil_pool_model())
+
+    def check(self, pooled_shape):
+        batch, channels, *spatial = POOL_INPUT_SHAPE
+        floored = (batch, channels, *((size - POOL_KERNEL) // POOL_STRIDE + 1 for size in spatial))
+        if isinstance(pooled_shape, (tuple, list)) and tuple(pooled_shape) == floored:
+            raise Incorrect("`pooled_shape` is the shape MaxPool gives with ceil_mode=0, rounding down; this node "
+                            "sets ceil_mode=1. Round the number of stride steps up on each spatial axis.")
+        super().check(pooled_shape)
 
 
 class FixBrokenModel(OnnxModelProblem):
@@ -430,5 +471,6 @@ PROBLEMS = {
     "q6": AxesAttributeAtOpset17,
     "q7": CheckerPassesRuntimeFails,
     "q8": ReferenceVersusRuntime,
+    "q9": CeilModePoolShape,  # placed after q3, in section 4
 }
 bind = make_binder(LAB, PROBLEMS)
