@@ -366,10 +366,10 @@ def build_all(root: Path, *, check: bool = False, lab: str | None = None) -> lis
         raise BuildError(f"{solutions}: holds no notebooks, so there is nothing to render notebooks/ from; "
                          "run this from the repository root.")
     if lab is not None:
+        labs = ", ".join(sorted({source.name[:2] for source in sources}))
         sources = [source for source in sources if source.name.startswith(f"{lab}_")]
         if not sources:
-            raise BuildError(f"no solutions/{lab}_*.ipynb: the labs are "
-                             f"{', '.join(sorted({path.name[:2] for path in _notebook_paths(solutions, 'solutions')}))}.")
+            raise BuildError(f"no solutions/{lab}_*.ipynb: the labs are {labs}.")
     expected: dict[Path, str] = {}
     for source in sources:
         clean = clean_notebook(_read_notebook(source, f"solutions/{source.name}"))
