@@ -98,3 +98,35 @@ def test_mixed_onnx_model_has_one_input_per_column_group():
     inputs = {value.name: value.type.tensor_type.elem_type for value in model.graph.input}
     assert inputs == {"numeric": onnx.TensorProto.FLOAT, "categorical": onnx.TensorProto.STRING}
     assert {"Scaler", "OneHotEncoder", "LinearClassifier"} <= {node.op_type for node in model.graph.node}
+
+
+def test_lightgbm_thresholds_are_float64_and_the_onnx_node_stores_their_nearest_float32():
+    model = cm.train_digits_lightgbm()
+    thresholds = np.array([threshold for _, threshold in cm.lightgbm_split_thresholds(model)])
+    node = next(node for node in cm.convert_lightgbm_classifier(model).graph.node
+                if node.op_type == "TreeEnsembleClassifier")
+    attributes = {attribute.name: onnx.helper.get_attribute_value(attribute) for attribute in node.attribute}
+    stored = [value for value, mode in zip(attributes["nodes_values"], attributes["nodes_modes"]) if mode != b"LEAF"]
+    rounded = thresholds.astype(np.float32).astype(np.float64)
+    assert sorted(stored) == sorted(rounded.tolist())
+    assert (rounded != thresholds).sum() > len(thresholds) // 2  # most digits thresholds are not float32 values
+    assert not (rounded > thresholds).any()  # lab 06: on the digits every one rounds down
+
+
+def test_a_float32_input_on_a_lightgbm_threshold_rounded_up_takes_the_other_branch_in_onnx():
+    import lightgbm
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2000, 4)).astype(np.float32)
+    labels = (features[:, 0] + features[:, 1] * features[:, 2] > 0).astype(int)
+    model = lightgbm.LGBMClassifier(n_estimators=20, max_depth=3, random_state=0, n_jobs=1, verbose=-1)
+    model.fit(features.astype(np.float64), labels)
+    rounded_up = [(feature, np.float32(threshold)) for feature, threshold in cm.lightgbm_split_thresholds(model)
+                  if float(np.float32(threshold)) > threshold]
+    assert rounded_up, "continuous features give thresholds that round up"
+    on_thresholds = np.repeat(features[:1], len(rounded_up), axis=0)
+    for row, (feature, value) in enumerate(rounded_up):
+        on_thresholds[row, feature] = value
+    onnx_model = cm.convert_lightgbm_classifier(model, n_features=4)
+    onnx_probabilities = _session_of(onnx_model).run(None, {"input": on_thresholds})[1]
+    assert np.abs(onnx_probabilities - model.predict_proba(on_thresholds)).max() > 1e-3

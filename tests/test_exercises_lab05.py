@@ -35,7 +35,7 @@ def _convert_function(model, path, *, as_dict=True, batch=None, **options):
     return path
 
 
-# Exercise 1 — the Sequential model through a tf.function
+# q1 SequentialFromFunction — the Sequential model through a tf.function
 
 def test_sequential_from_function_reference_passes(trained, folder):
     path = _convert_function(trained[1], folder / "sequential.onnx", opset=17)
@@ -69,14 +69,14 @@ def test_sequential_untrained_model_fails_on_its_numbers(folder):
 
 
 def test_sequential_missing_file_is_reported(folder):
-    assert_check_failed(lab05.SequentialFromFunction, {"sequential_onnx_path": folder / "nowhere.onnx"}, "does not exist")
+    assert_check_failed(lab05.SequentialFromFunction, {"sequential_onnx_path": folder / "nowhere.onnx"}, "no such file")
 
 
 def test_sequential_placeholder_is_not_attempted():
     assert_check_unattempted(lab05.SequentialFromFunction)
 
 
-# Exercise 2 — channels first
+# q2 ChannelsFirst — channels first
 
 def test_channels_first_reference_passes():
     assert_check_passed(lab05.ChannelsFirst, {"to_channels_first": lambda images: np.transpose(images, (0, 3, 1, 2))})
@@ -107,7 +107,7 @@ def test_channels_first_placeholder_body_is_not_attempted():
     assert_check_unattempted(lab05.ChannelsFirst)
 
 
-# Exercise 3 — the input shape after inputs_as_nchw
+# q3 NchwInputShape — the input shape after inputs_as_nchw
 
 def test_nchw_input_shape_reference_passes():
     assert_check_passed(lab05.NchwInputShape, {"nchw_input_shape": (None, 1, 8, 8)})
@@ -135,7 +135,7 @@ def test_nchw_input_shape_placeholder_is_not_attempted():
     assert_check_unattempted(lab05.NchwInputShape)
 
 
-# Exercise 4 — a channels-first export with from_keras
+# q4 NchwExport — a channels-first export with from_keras
 
 def test_nchw_export_reference_passes(trained, folder):
     path = folder / "keras_nchw.onnx"
@@ -159,7 +159,7 @@ def test_nchw_export_placeholder_is_not_attempted():
     assert_check_unattempted(lab05.NchwExport)
 
 
-# Exercise 5 — the parity report
+# q5 ParityReport — the parity report
 
 def parity_reference(reference, candidate):
     return (float(np.abs(candidate - reference).max()),
@@ -175,6 +175,14 @@ def test_parity_report_with_a_signed_difference_fails():
         return float((candidate - reference).max()), parity_reference(reference, candidate)[1]
 
     assert_check_failed(lab05.ParityReport, {"parity_report": signed}, "max_abs_diff")
+
+
+def test_parity_report_messages_put_backticks_around_code_only():
+    def signed(reference, candidate):
+        return float((candidate - reference).max()), parity_reference(reference, candidate)[1]
+
+    message = evaluate(lab05.ParityReport, {"parity_report": signed}).message
+    assert message == "`parity_report` on logits of shape (2, 2): `max_abs_diff` = 0.25 is too small."
 
 
 def test_parity_report_counting_rows_is_told_to_report_a_fraction():

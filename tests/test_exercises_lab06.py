@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import nbformat
 import numpy as np
 import pytest
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
 
 from labsupport.exercises import lab06
-from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted, solution_answer
+from labsupport.testing import (
+    assert_check_failed,
+    assert_check_passed,
+    assert_check_unattempted,
+    evaluate,
+    solution_answer,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------------------
@@ -17,6 +29,7 @@ from labsupport.testing import assert_check_failed, assert_check_passed, assert_
 
 zipmap_to_matrix = solution_answer(lab06.ZipMapToMatrix)
 classification_parity = solution_answer(lab06.ClassificationParity)
+float32_gap = solution_answer(lab06.Float32Discrepancy, lab06=lab06)
 evaluate_trees = solution_answer(lab06.EvaluateTinyTrees)
 
 
@@ -29,7 +42,8 @@ def convert_digits(*, name="input", shape=(None, 64), tensor_type=FloatTensorTyp
 
 
 def convert_mixed(initial_types=None, zipmap=False):
-    initial_types = initial_types or [("numeric", FloatTensorType([None, 3])), ("categorical", StringTensorType([None, 2]))]
+    initial_types = initial_types or [("numeric", FloatTensorType([None, 3])),
+                                      ("categorical", StringTensorType([None, 2]))]
     return convert_sklearn(lab06.mixed_pipeline(), initial_types=initial_types, options={"zipmap": zipmap})
 
 
@@ -44,7 +58,7 @@ def mixed_onnx():
 
 
 # ---------------------------------------------------------------------------
-# Q1 ZipMapToMatrix
+# q1 ZipMapToMatrix
 # ---------------------------------------------------------------------------
 
 def test_zipmap_to_matrix_reference_passes():
@@ -72,12 +86,22 @@ def test_zipmap_to_matrix_with_integer_indexing_fails_on_string_labels():
     assert_check_failed(lab06.ZipMapToMatrix, {"zipmap_to_matrix": by_position}, "raised KeyError")
 
 
+def test_zipmap_to_matrix_messages_name_the_call_without_printing_the_rows():
+    def values_in_dict_order(rows):
+        return np.array([list(row.values()) for row in rows], dtype=np.float32)
+
+    message = evaluate(lab06.ZipMapToMatrix, {"zipmap_to_matrix": values_in_dict_order}).message
+    assert message.startswith("`zipmap_to_matrix` on 3 rows × 3 classes (integer labels, keys out of order) has the "
+                              "right shape, but its values differ")
+    assert "{" not in message and "0.25" not in message and len(message) < 200
+
+
 def test_zipmap_to_matrix_placeholder_is_not_attempted():
     assert_check_unattempted(lab06.ZipMapToMatrix)
 
 
 # ---------------------------------------------------------------------------
-# Q2 ConvertDigitsPipeline
+# q2 ConvertDigitsPipeline
 # ---------------------------------------------------------------------------
 
 def test_convert_digits_reference_passes(digits_onnx):
@@ -109,7 +133,8 @@ def test_convert_digits_with_double_input_is_reported():
 
 
 def test_convert_digits_path_or_pipeline_is_reported(digits_onnx):
-    assert_check_failed(lab06.ConvertDigitsPipeline, {"digits_onnx": lab06.digits_pipeline()}, "should be an onnx.ModelProto")
+    assert_check_failed(lab06.ConvertDigitsPipeline, {"digits_onnx": lab06.digits_pipeline()},
+                        "should be an onnx.ModelProto")
 
 
 def test_convert_digits_placeholder_is_not_attempted():
@@ -117,7 +142,7 @@ def test_convert_digits_placeholder_is_not_attempted():
 
 
 # ---------------------------------------------------------------------------
-# Q3 ClassificationParity
+# q3 ClassificationParity
 # ---------------------------------------------------------------------------
 
 def test_classification_parity_reference_passes():
@@ -137,7 +162,7 @@ def test_classification_parity_without_abs_is_reported():
         agreement, _ = classification_parity(onnx_labels, onnx_probabilities, reference_labels, reference_probabilities)
         return agreement, float((onnx_probabilities - reference_probabilities).max())
 
-    assert_check_failed(lab06.ClassificationParity, {"classification_parity": signed}, "[1]")
+    assert_check_failed(lab06.ClassificationParity, {"classification_parity": signed}, "`max_abs_prob_diff` = ")
 
 
 def test_classification_parity_mean_difference_is_reported():
@@ -148,12 +173,39 @@ def test_classification_parity_mean_difference_is_reported():
     assert_check_failed(lab06.ClassificationParity, {"classification_parity": mean_difference}, "is too small")
 
 
+def test_classification_parity_messages_name_the_call_without_printing_arrays():
+    def signed(onnx_labels, onnx_probabilities, reference_labels, reference_probabilities):
+        agreement, _ = classification_parity(onnx_labels, onnx_probabilities, reference_labels, reference_probabilities)
+        return agreement, float((onnx_probabilities - reference_probabilities).max())
+
+    message = evaluate(lab06.ClassificationParity, {"classification_parity": signed}).message
+    assert message.startswith("`classification_parity` on 8 rows × 3 classes: `max_abs_prob_diff` = ")
+    assert "array(" not in message and "[" not in message and len(message) < 200
+
+
+def test_classification_parity_with_the_reference_rounded_to_float32_is_told_why():
+    def rounded_reference(onnx_labels, onnx_probabilities, reference_labels, reference_probabilities):
+        agreement, _ = classification_parity(onnx_labels, onnx_probabilities, reference_labels, reference_probabilities)
+        return agreement, float(np.abs(onnx_probabilities - reference_probabilities.astype(np.float32)).max())
+
+    assert_check_failed(lab06.ClassificationParity, {"classification_parity": rounded_reference},
+                        "the size of float32 rounding: the reference probabilities were rounded to float32")
+
+
+def test_classification_parity_returning_one_number_is_told_to_return_two():
+    def agreement_only(*arrays):
+        return classification_parity(*arrays)[0]
+
+    assert_check_failed(lab06.ClassificationParity, {"classification_parity": agreement_only},
+                        "should return two numbers, (agreement_percent, max_abs_prob_diff), but it returned a float")
+
+
 def test_classification_parity_placeholder_is_not_attempted():
     assert_check_unattempted(lab06.ClassificationParity)
 
 
 # ---------------------------------------------------------------------------
-# Q4 ConvertMixedPipeline
+# q4 ConvertMixedPipeline
 # ---------------------------------------------------------------------------
 
 def test_convert_mixed_reference_passes(mixed_onnx):
@@ -182,52 +234,91 @@ def test_convert_mixed_placeholder_is_not_attempted():
 
 
 # ---------------------------------------------------------------------------
-# Q5 Float32Discrepancy
+# q5 Float32Discrepancy (float32_gap)
 # ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def float32_answers():
-    _, x_test, _, y_test = lab06.timestamp_split()
-    labels, probabilities = lab06.run_onnx(lab06.convert_timestamp_pipeline("float"), {"input": x_test.astype(np.float32)})
-    model = lab06.timestamp_pipeline()
-    return x_test, y_test, labels, probabilities, model
+def _count_mismatches(onnx_labels, reference_labels):
+    return int(np.sum(onnx_labels != reference_labels))
 
 
-def test_float32_discrepancy_reference_passes(float32_answers):
-    x_test, _, labels, probabilities, model = float32_answers
-    answers = {"label_mismatches": int(np.sum(labels != model.predict(x_test))),
-               "max_probability_diff": float(np.abs(probabilities - model.predict_proba(x_test)).max())}
-    assert answers["label_mismatches"] > 0
-    assert_check_passed(lab06.Float32Discrepancy, answers)
+def _gap_with(measure_probabilities, count=_count_mismatches):
+    """A float32_gap that runs both models as the reference does and combines the outputs its own way."""
+    def gap(onnx_model, reference_model, features):
+        labels, probabilities = lab06.run_onnx(onnx_model, {"input": features.astype(np.float32)})
+        return (count(labels, reference_model.predict(features)),
+                measure_probabilities(probabilities, reference_model.predict_proba(features)))
+
+    return gap
 
 
-def test_float32_discrepancy_against_true_labels_is_reported(float32_answers):
-    x_test, y_test, labels, probabilities, model = float32_answers
-    answers = {"label_mismatches": int(np.sum(labels != y_test)),
-               "max_probability_diff": float(np.abs(probabilities - model.predict_proba(x_test)).max())}
-    assert_check_failed(lab06.Float32Discrepancy, answers, "`label_mismatches` =")
+def test_float32_gap_reference_passes_and_finds_the_timestamp_gap():
+    assert_check_passed(lab06.Float32Discrepancy, {"float32_gap": float32_gap})
+    _, x_test, _, _ = lab06.timestamp_split()
+    mismatches, max_diff = float32_gap(lab06.convert_timestamp_pipeline("float"), lab06.timestamp_pipeline(), x_test)
+    assert mismatches > 0 and max_diff > 0.05
 
 
-def test_float32_discrepancy_counting_matches_is_reported(float32_answers):
-    x_test, _, labels, probabilities, model = float32_answers
-    answers = {"label_mismatches": int(np.sum(labels == model.predict(x_test))),
-               "max_probability_diff": float(np.abs(probabilities - model.predict_proba(x_test)).max())}
-    assert_check_failed(lab06.Float32Discrepancy, answers, "is too large")
+def test_float32_gap_signed_maximum_is_reported_although_it_is_right_on_the_binary_timestamps():
+    signed = _gap_with(lambda onnx, reference: float((onnx - reference).max()))
+    _, x_test, _, _ = lab06.timestamp_split()
+    model, reference = lab06.convert_timestamp_pipeline("float"), lab06.timestamp_pipeline()
+    assert signed(model, reference, x_test) == pytest.approx(float32_gap(model, reference, x_test))
+    assert_check_failed(lab06.Float32Discrepancy, {"float32_gap": signed},
+                        "`float32_gap` on the test digits whose largest float32 error is downward")
+    assert_check_failed(lab06.Float32Discrepancy, {"float32_gap": signed}, "the largest *signed* difference")
 
 
-def test_float32_discrepancy_mean_difference_is_reported(float32_answers):
-    x_test, _, labels, probabilities, model = float32_answers
-    answers = {"label_mismatches": int(np.sum(labels != model.predict(x_test))),
-               "max_probability_diff": float(np.abs(probabilities - model.predict_proba(x_test)).mean())}
-    assert_check_failed(lab06.Float32Discrepancy, answers, "`max_probability_diff`")
+def test_float32_gap_signed_maximum_the_other_way_round_is_reported():
+    signed = _gap_with(lambda onnx, reference: float((reference - onnx).max()))
+    assert_check_failed(lab06.Float32Discrepancy, {"float32_gap": signed},
+                        "whose largest float32 error is upward (244 rows): `max_probability_diff` is the largest "
+                        "*signed*")
 
 
-def test_float32_discrepancy_placeholder_is_not_attempted():
+def test_float32_gap_with_the_reference_rounded_to_float32_passes_within_the_stated_tolerance():
+    # scikit-learn answers float32 digits in float32, and on the timestamps the rounding is 1e-7 of a 0.3 gap.
+    rounded = _gap_with(lambda onnx, reference: float(np.abs(onnx - reference.astype(np.float32)).max()))
+    assert lab06.Float32Discrepancy.rtol == 1e-5
+    assert_check_passed(lab06.Float32Discrepancy, {"float32_gap": rounded})
+
+
+def test_float32_gap_counting_matches_is_reported():
+    matches = _gap_with(lambda onnx, reference: float(np.abs(onnx - reference).max()),
+                        count=lambda onnx_labels, reference_labels: int(np.sum(onnx_labels == reference_labels)))
+    assert_check_failed(lab06.Float32Discrepancy, {"float32_gap": matches}, "`label_mismatches` = 488 is too large")
+
+
+def test_float32_gap_as_a_fraction_is_reported():
+    fraction = _gap_with(lambda onnx, reference: float(np.abs(onnx - reference).max()),
+                         count=lambda onnx_labels, reference_labels: float(np.mean(onnx_labels != reference_labels)))
+    assert_check_failed(lab06.Float32Discrepancy, {"float32_gap": fraction}, "should be a whole number")
+
+
+def test_float32_gap_mean_difference_is_reported():
+    mean = _gap_with(lambda onnx, reference: float(np.abs(onnx - reference).mean()))
+    assert_check_failed(lab06.Float32Discrepancy, {"float32_gap": mean}, "`max_probability_diff` = ")
+
+
+def test_float32_gap_feeding_float64_to_the_onnx_model_is_reported():
+    def uncast(onnx_model, reference_model, features):
+        labels, probabilities = lab06.run_onnx(onnx_model, {"input": features})
+        return int(np.sum(labels != reference_model.predict(features))), 0.0
+
+    assert_check_failed(lab06.Float32Discrepancy, {"float32_gap": uncast},
+                        "`float32_gap` on the timestamp test set (500 rows) raised InvalidArgument")
+
+
+def test_float32_gap_returning_one_number_is_told_to_return_two():
+    assert_check_failed(lab06.Float32Discrepancy, {"float32_gap": lambda *args: float32_gap(*args)[1]},
+                        "should return two numbers, (label_mismatches, max_probability_diff)")
+
+
+def test_float32_gap_placeholder_is_not_attempted():
     assert_check_unattempted(lab06.Float32Discrepancy)
 
 
 # ---------------------------------------------------------------------------
-# Q6 DoublePrecisionExport
+# q6 DoublePrecisionExport
 # ---------------------------------------------------------------------------
 
 def test_double_export_reference_passes():
@@ -256,7 +347,7 @@ def test_double_export_placeholder_is_not_attempted():
 
 
 # ---------------------------------------------------------------------------
-# Q7 EvaluateTinyTrees
+# q7 EvaluateTinyTrees
 # ---------------------------------------------------------------------------
 
 def test_evaluate_trees_reference_passes():
@@ -264,7 +355,8 @@ def test_evaluate_trees_reference_passes():
 
 
 def test_evaluate_trees_reference_matches_onnx_runtime_everywhere():
-    grid = np.stack(np.meshgrid(np.linspace(0, 1, 21), np.linspace(0, 1, 21)), axis=-1).reshape(-1, 2).astype(np.float32)
+    axis = np.linspace(0, 1, 21)
+    grid = np.stack(np.meshgrid(axis, axis), axis=-1).reshape(-1, 2).astype(np.float32)
     by_hand = np.array([evaluate_trees(point) for point in grid])
     np.testing.assert_allclose(by_hand, lab06.evaluate_tiny_trees_onnx(grid), rtol=1e-6)
 
@@ -280,7 +372,8 @@ def test_evaluate_trees_with_strict_comparison_is_reported():
 
 
 def test_evaluate_trees_without_base_value_is_reported():
-    assert_check_failed(lab06.EvaluateTinyTrees, {"evaluate_trees": lambda x: evaluate_trees(x) - 0.125}, "is too small")
+    assert_check_failed(lab06.EvaluateTinyTrees, {"evaluate_trees": lambda x: evaluate_trees(x) - 0.125},
+                        "is too small")
 
 
 def test_evaluate_trees_averaging_the_trees_is_reported():
@@ -313,10 +406,41 @@ def test_tiny_tree_model_passes_the_checker_and_subsets_of_trees_add_up():
 
 
 def test_timestamp_data_makes_float32_disagree_and_double_agree():
-    mismatches, max_diff = lab06.float32_timestamp_discrepancy()
-    assert mismatches > 0 and max_diff > 0.05
     _, x_test, _, _ = lab06.timestamp_split()
+    mismatches, max_diff = lab06.float32_gap(lab06.convert_timestamp_pipeline("float"), lab06.timestamp_pipeline(),
+                                             x_test)
+    assert mismatches > 0 and max_diff > 0.05
     labels, probabilities = lab06.run_onnx(lab06.convert_timestamp_pipeline("double"), {"input": x_test})
     model = lab06.timestamp_pipeline()
     assert np.array_equal(labels, model.predict(x_test))
     np.testing.assert_allclose(probabilities, model.predict_proba(x_test), atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# The notebook's prose
+# ---------------------------------------------------------------------------
+
+_SUPERSCRIPT = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
+
+
+def powers_of_two_that_disagree(text: str) -> list[str]:
+    """Each "2ᵃ⁻ᵇ = N" (superscript exponent) in ``text`` whose power of two is not N."""
+    wrong = []
+    for exponent, claimed in re.findall(r"2([⁰¹²³⁴⁵⁶⁷⁸⁹⁻]+)\s*=\s*(\d[\d,]*)", text):
+        terms = [int(term) for term in exponent.translate(_SUPERSCRIPT).split("-") if term]
+        power = terms[0] - sum(terms[1:]) if not exponent.startswith("⁻") else -sum(terms)
+        if 2.0 ** power != float(claimed.replace(",", "")):
+            wrong.append(f"2{exponent} = {claimed}")
+    return wrong
+
+
+def test_a_power_of_two_typed_into_the_prose_is_checked():
+    assert powers_of_two_that_disagree("neighbouring values are 2³¹⁻²³ = 128 s apart") == ["2³¹⁻²³ = 128"]
+    assert powers_of_two_that_disagree("spacing 2³⁰⁻²³ = 128 s, and 2¹⁰ = 1,024") == []
+
+
+def test_lab06_prose_states_no_wrong_power_of_two():
+    notebook = nbformat.read(str(ROOT / "solutions" / f"{lab06.LAB}.ipynb"), as_version=4)
+    wrong = [claim for cell in notebook.cells if cell.cell_type == "markdown"
+             for claim in powers_of_two_that_disagree(cell.source)]
+    assert not wrong, f"wrong powers of two in lab 06's prose: {wrong}; print the computed value in a cell instead"

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from labsupport.checking import ____
 from labsupport.exercises import lab07
 from labsupport.models import ExportedModel, load_digits_split
-from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted
+from labsupport.testing import assert_check_failed, assert_check_passed, assert_check_unattempted, evaluate
 from labsupport.validate import convert_to_float16, validate_model
 
 
@@ -25,7 +25,7 @@ def _save(graph, path, producer=""):
     return path
 
 
-# Exercise 1 — max_relative_difference
+# q1 MaxRelativeDifference — max_relative_difference
 
 def relative_reference(actual, expected, floor):
     actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
@@ -51,7 +51,21 @@ def test_relative_difference_without_abs_in_the_denominator_fails_on_negative_va
         return float(np.max(np.abs(actual - expected)[kept] / expected[kept])) if kept.any() else 0.0
 
     assert_check_failed(lab07.MaxRelativeDifference, {"max_relative_difference": signed},
-                        "max_relative_difference(array([-2.2,  4. ])")
+                        "`max_relative_difference` on 2 values (expected -2 to 4, floor 0) = ")
+
+
+def test_relative_difference_messages_name_the_call_without_printing_arrays():
+    def by_actual(actual, expected, floor):
+        kept = np.abs(expected) > floor
+        return float(np.max(np.abs(actual - expected)[kept] / np.abs(actual)[kept])) if kept.any() else 0.0
+
+    def wrong_on_a_matrix(actual, expected, floor):
+        return relative_reference(actual, expected, floor) * (2.0 if np.ndim(expected) == 2 else 1.0)
+
+    for wrong in (by_actual, wrong_on_a_matrix):
+        message = evaluate(lab07.MaxRelativeDifference, {"max_relative_difference": wrong}).message
+        assert message.startswith("`max_relative_difference` on ") and "array(" not in message and "\n" not in message
+    assert "on 2 × 2 values (expected -3.3 to 5, floor 0.1) = " in message
 
 
 def test_relative_difference_that_keeps_zeros_fails():
@@ -84,7 +98,7 @@ def test_relative_difference_placeholder_is_not_attempted():
     assert_check_unattempted(lab07.MaxRelativeDifference, {"max_relative_difference": untouched})
 
 
-# Exercise 2 — tolerances that catch the approximate GELU
+# q2 CatchTheGeluBug — tolerances that catch the approximate GELU
 
 def test_gelu_tolerance_reference_passes():
     assert_check_passed(lab07.CatchTheGeluBug, {"atol": 1e-5, "rtol": 1e-5})
@@ -116,7 +130,7 @@ def test_gelu_reference_matches_the_exact_model_and_not_the_approximate_one(tmp_
         assert np.allclose(actual, expected, atol=1e-5, rtol=1e-5) is close
 
 
-# Exercise 3 — sequence lengths
+# q3 SequenceLengths — sequence lengths
 
 @pytest.fixture(scope="module")
 def pooler(tmp_path_factory):
@@ -128,12 +142,14 @@ def pooler(tmp_path_factory):
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1])])
     path = _save(graph, tmp_path_factory.mktemp("lab07") / "pool.onnx")
     tokens = np.random.default_rng(0).integers(0, 32, size=(64, 12))
-    return ExportedModel("pooler", path, {"tokens": tokens}, lambda feeds: [feeds["tokens"].mean(axis=1, keepdims=True)],
+    return ExportedModel("pooler", path, {"tokens": tokens},
+                         lambda feeds: [feeds["tokens"].mean(axis=1, keepdims=True)],
                          ("logits",), {"tokens": (0, 1)})
 
 
 def test_sequence_reference_passes(pooler):
-    assert_check_passed(lab07.SequenceLengths, {"sequence_result": validate_model(pooler, dim_sizes={"sequence": (5, 20)})})
+    result = validate_model(pooler, dim_sizes={"sequence": (5, 20)})
+    assert_check_passed(lab07.SequenceLengths, {"sequence_result": result})
 
 
 def test_sequence_only_shorter_lengths_fail(pooler):
@@ -165,7 +181,7 @@ def test_sequence_placeholder_is_not_attempted():
     assert_check_unattempted(lab07.SequenceLengths)
 
 
-# Exercise 4 — float16 loss
+# q4 Float16Loss — float16 loss
 
 @pytest.fixture(scope="module")
 def fp16_logits():
@@ -222,7 +238,7 @@ def test_fp16_placeholder_is_not_attempted():
     assert_check_unattempted(lab07.Float16Loss)
 
 
-# Exercise 5 — repairing feeds
+# q5 FixTheFeeds — repairing feeds
 
 @pytest.fixture(scope="module")
 def broken_pixels():
@@ -230,12 +246,14 @@ def broken_pixels():
 
 
 def test_fixed_feeds_reference_passes(broken_pixels):
-    assert_check_passed(lab07.FixTheFeeds, {"fixed_feeds": {"pixels": broken_pixels.reshape(-1, 64).astype(np.float32)}})
+    fixed_feeds = {"pixels": broken_pixels.reshape(-1, 64).astype(np.float32)}
+    assert_check_passed(lab07.FixTheFeeds, {"fixed_feeds": fixed_feeds})
 
 
 def test_fixed_feeds_with_the_old_name_get_the_harness_message(broken_pixels):
     answers = {"fixed_feeds": {"pixel": broken_pixels.reshape(-1, 64).astype(np.float32)}}
-    assert_check_failed(lab07.FixTheFeeds, answers, "input 'pixel' is not an input of this model; its inputs are ['pixels']")
+    assert_check_failed(lab07.FixTheFeeds, answers,
+                        "input 'pixel' is not an input of this model; its inputs are ['pixels']")
 
 
 def test_fixed_feeds_still_float64_get_the_conversion_advice(broken_pixels):
@@ -262,7 +280,7 @@ def test_fixed_feeds_placeholder_is_not_attempted():
     assert_check_unattempted(lab07.FixTheFeeds)
 
 
-# Exercise 6 — validating the TensorFlow conversion
+# q6 ValidateKerasConversion — validating the TensorFlow conversion
 
 def _keras_like(path, producer):
     """A stand-in for the tf2onnx conversion: logits = pixels [batch, 8, 8, 1] summed per image, times 10 classes."""
@@ -289,7 +307,8 @@ def keras_like(tmp_path_factory):
 
 
 def test_keras_reference_passes(keras_like):
-    assert_check_passed(lab07.ValidateKerasConversion, {"keras_result": validate_model(keras_like, batch_sizes=(1, 7, 128))})
+    result = validate_model(keras_like, batch_sizes=(1, 7, 128))
+    assert_check_passed(lab07.ValidateKerasConversion, {"keras_result": result})
 
 
 def test_keras_default_batch_sizes_miss_the_asked_ones(keras_like):

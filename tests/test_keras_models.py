@@ -2,14 +2,16 @@
 
 import ast
 import inspect
+import os
+import subprocess
+import sys
 
 import numpy as np
 import onnx
 import onnxruntime
 import pytest
 
-from labsupport.models import ExportedModel, load_digits_split
-from labsupport.models import keras_models
+from labsupport.models import ExportedModel, keras_models, load_digits_split
 
 
 def _session(path):
@@ -43,7 +45,8 @@ def test_tensorflow_log_level_is_set_before_tensorflow_is_imported():
         source = ast.unparse(statement)
         if "TF_CPP_MIN_LOG_LEVEL" in source:
             positions.setdefault("log_level", index)
-        if isinstance(statement, ast.Import) and any(alias.name == "tensorflow" for alias in statement.names):
+        if any(isinstance(node, ast.Import) and any(alias.name == "tensorflow" for alias in node.names)
+               for node in ast.walk(statement)):
             positions.setdefault("tensorflow", index)
     assert positions["log_level"] < positions["tensorflow"]
 
@@ -105,3 +108,34 @@ def test_inputs_as_nchw_declares_channels_first_and_keeps_the_numbers(model, dat
     images = keras_models.digits_images(data.x_test[:16])
     (onnx_logits,) = _session(path).run(None, {"pixels": np.transpose(images, (0, 3, 1, 2))})
     np.testing.assert_allclose(onnx_logits, np.asarray(model(images, training=False)), rtol=1e-4, atol=1e-5)
+
+
+def test_importing_keras_models_prints_nothing_even_where_onednn_announces_itself():
+    # TF_ENABLE_ONEDNN_OPTS=1 makes any CPU behave like one with VNNI/AMX: TensorFlow 2.21 then prints
+    # oneDNN's notice (after absl's preamble) twice while loading, whatever TF_CPP_MIN_LOG_LEVEL says.
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("TF_")}
+    environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    code = ("from labsupport.models import keras_models\n"
+            "print(len(keras_models.TENSORFLOW_STARTUP_NOTICES))")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment,
+                               check=True)
+    assert completed.stderr == ""
+    assert int(completed.stdout) == 4
+
+
+def test_holding_back_startup_notices_passes_every_other_line_on(capfd):
+    held_back = []
+    with keras_models.holding_back_startup_notices(held_back):
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                    b"I0000 00:00:1796.5   42 port.cc:153] oneDNN custom operations are on. You may see ...\n"
+                    b"E0000 00:00:1796.6   42 some_op.cc:12] a real error\n")
+    assert capfd.readouterr().err == "E0000 00:00:1796.6   42 some_op.cc:12] a real error\n"
+    assert [line[:20] for line in held_back] == ["WARNING: All log mes", "I0000 00:00:1796.5  "]
+
+
+def test_holding_back_startup_notices_passes_the_captured_lines_on_when_the_import_fails(capfd):
+    with pytest.raises(ImportError):
+        with keras_models.holding_back_startup_notices([]):
+            os.write(2, b"E0000 could not load a library\n")
+            raise ImportError("broken")
+    assert capfd.readouterr().err == "E0000 could not load a library\n"

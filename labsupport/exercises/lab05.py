@@ -66,7 +66,8 @@ class _DigitsCnnFile(ModelFileProblem):
         outputs = [value.name for value in model.graph.output]
         if outputs and outputs != list(self.output_names) and (outputs[0].startswith(("Identity", "output_"))):
             raise Incorrect(f"`{name}`'s graph output is named {outputs}; expected {list(self.output_names)}. "
-                            "Return a dict `{'logits': ...}` from your tf.function: tf2onnx names outputs after its keys.")
+                            "Return a dict `{'logits': ...}` from your tf.function: tf2onnx names outputs after "
+                            "its keys.")
         inputs = {value.name: value for value in model.graph.input}
         if "pixels" in inputs:
             dims = _dims(inputs["pixels"])
@@ -88,10 +89,11 @@ class _DigitsCnnFile(ModelFileProblem):
 class SequentialFromFunction(_DigitsCnnFile):
     prompt = "convert the Keras 3 Sequential CNN through a tf.function with tf2onnx.convert.from_function"
     vars = ("sequential_onnx_path",)
-    hints = ("Decorate a function with `@tf.function(input_signature=signature)` that calls "
-             "`sequential(pixels, training=False)`, and return `{'logits': ...}` so the ONNX output is named `logits`.",
-             "`tf2onnx.convert.from_function(predict, input_signature=signature, opset=17, output_path=str(path))` "
-             "writes the file; `signature` has a `None` batch so the batch axis stays dynamic.")
+    hints = ("Decorate a small function with `@tf.function` and the input signature. Inside, call the model in "
+             "inference mode and return a dict: its key becomes the ONNX output's name.",
+             "`tf2onnx.convert.from_function` takes that function, the same signature, the opset and an "
+             "`output_path` (a string) to write the file; the `None` batch in `signature` keeps the batch axis "
+             "dynamic.")
     solution = """signature = (tf.TensorSpec((None, 8, 8, 1), tf.float32, name="pixels"),)
 
 @tf.function(input_signature=signature)
@@ -108,8 +110,9 @@ class ChannelsFirst(FunctionProblem):
     prompt = "write to_channels_first(images): a batch in NHWC (channels last) to NCHW (channels first)"
     vars = ("to_channels_first",)
     hints = ("Axis 3 (channels) must move to position 1; batch, height and width keep their order.",
-             "`np.transpose(images, (0, 3, 1, 2))`. A `reshape` to the new shape keeps the memory order, so it "
-             "scrambles the pixels whenever there is more than one channel.")
+             "`np.transpose` takes the new order of the axes: for each new position, the old axis that goes there. "
+             "A `reshape` to the new shape keeps the memory order, so it scrambles the pixels whenever there is more "
+             "than one channel.")
     solution = """def to_channels_first(images):
     return np.transpose(images, (0, 3, 1, 2))"""
 
@@ -138,7 +141,8 @@ class ChannelsFirst(FunctionProblem):
 class NchwInputShape(EqualityProblem):
     prompt = "predict the ONNX input shape after converting with inputs_as_nchw=['pixels']"
     vars = ("nchw_input_shape",)
-    hints = ("`inputs_as_nchw` changes the layout the graph *declares* for that input; the rest of the graph is unchanged.",
+    hints = ("`inputs_as_nchw` changes the layout the graph *declares* for that input; the rest of the graph is "
+             "unchanged.",
              "Channels first: (batch, channels, height, width), with None for the dynamic batch.")
     solution = "nchw_input_shape = (None, 1, 8, 8)"
     expected = (None, 1, 8, 8)
@@ -149,7 +153,8 @@ class NchwInputShape(EqualityProblem):
         if nchw_input_shape[0] is not None:
             raise Incorrect("`nchw_input_shape[0]` should be None: the batch axis stays dynamic after the conversion.")
         if tuple(nchw_input_shape) == (None, 8, 8, 1):
-            raise Incorrect("`nchw_input_shape` is the channels-last shape the graph declares without `inputs_as_nchw`; "
+            raise Incorrect("`nchw_input_shape` is the channels-last shape the graph declares without "
+                            "`inputs_as_nchw`; "
                             "the option moves the channel axis.")
         super().check(tuple(nchw_input_shape))
 
@@ -157,8 +162,8 @@ class NchwInputShape(EqualityProblem):
 class NchwExport(_DigitsCnnFile):
     prompt = "convert the functional CNN with from_keras so that its ONNX input is channels first"
     vars = ("nchw_onnx_path",)
-    hints = ("`tf2onnx.convert.from_keras(model, input_signature=signature, opset=17, inputs_as_nchw=[...], "
-             "output_path=...)`: the functional model converts directly.",
+    hints = ("The functional model converts directly with `tf2onnx.convert.from_keras`: the same signature and opset "
+             "as before, one more keyword for the layout, and `output_path` to write the file.",
              "`inputs_as_nchw` takes a list of input *names*: `['pixels']`.")
     solution = """nchw_onnx_path = artifacts / "digits_keras_nchw.onnx"
 tf2onnx.convert.from_keras(model, input_signature=signature, opset=17, inputs_as_nchw=["pixels"],
@@ -173,9 +178,10 @@ tf2onnx.convert.from_keras(model, input_signature=signature, opset=17, inputs_as
 class ParityReport(FunctionProblem):
     prompt = "write parity_report(reference, candidate) -> (max_abs_diff, argmax_agreement)"
     vars = ("parity_report",)
-    hints = ("The largest absolute difference is `np.abs(candidate - reference).max()`; a signed `max` misses "
-             "differences where the candidate is *smaller*.",
-             "Compare decisions row by row: `argmax(axis=1)` of each, then the *fraction* of rows that agree (`.mean()`).")
+    hints = ("Take absolute values of the differences before the maximum: a signed `max` misses differences where "
+             "the candidate is *smaller*.",
+             "Compare decisions row by row: the position of the largest logit in each row of both arrays, then the "
+             "*fraction* of rows where they agree (the mean of a boolean array).")
     solution = """def parity_report(reference, candidate):
     max_abs_diff = float(np.abs(candidate - reference).max())
     argmax_agreement = float((candidate.argmax(axis=1) == reference.argmax(axis=1)).mean())
@@ -207,8 +213,8 @@ class ParityReport(FunctionProblem):
             if float(argmax_agreement) > 1.0:
                 raise Incorrect(f"{call}: argmax_agreement is {float(argmax_agreement):g}, more than 1. "
                                 "Report the fraction of rows that agree, not their count.")
-            assert_equal(f"{call}: max_abs_diff", float(max_abs_diff), want_diff, rtol=1e-6)
-            assert_equal(f"{call}: argmax_agreement", float(argmax_agreement), want_agreement, rtol=1e-6)
+            assert_equal(f"{call}: `max_abs_diff`", float(max_abs_diff), want_diff, rtol=1e-6)
+            assert_equal(f"{call}: `argmax_agreement`", float(argmax_agreement), want_agreement, rtol=1e-6)
 
 
 class WhySequentialFails(ThoughtExperiment):
@@ -226,7 +232,8 @@ class WhySequentialFails(ThoughtExperiment):
 
 
 class LayoutAtTheBoundary(ThoughtExperiment):
-    prompt = "your service receives NCHW images from a PyTorch pipeline: convert with inputs_as_nchw or transpose on the client?"
+    prompt = ("your service receives NCHW images from a PyTorch pipeline: convert with inputs_as_nchw or transpose "
+              "on the client?")
     solution = (
         "Convert with `inputs_as_nchw`. The converter inserts one Transpose after the input, and its optimizer cancels "
         "it against the Transpose it had already put before the first convolution (ONNX's Conv is channels-first), so "
@@ -245,9 +252,20 @@ class QuietButNotBlind(ThoughtExperiment):
         "changing `os.environ` afterwards changes nothing in that process (a subprocess would read it again). "
         "Level 2 hides INFO and WARNING lines (CPU instruction-set notices, the GPU search, Grappler's "
         "'Starting new session'), which say nothing about your model, but still shows ERROR lines, the ones that "
-        "explain a real failure. Level 3 hides those too, and you would debug a crash without its explanation.")
+        "explain a real failure. Level 3 hides those too, and you would debug a crash without its explanation. "
+        "(In TensorFlow 2.21 one notice ignores the variable at any level: oneDNN's 'custom operations are on', "
+        "printed while the libraries load. It is harmless; switching oneDNN off to hide it would change the "
+        "numerics, so `keras_models` holds that line back instead.)")
 
 
-PROBLEMS = [SequentialFromFunction, ChannelsFirst, NchwInputShape, NchwExport, ParityReport,
-            WhySequentialFails, LayoutAtTheBoundary, QuietButNotBlind]
+PROBLEMS = {
+    "q1": SequentialFromFunction,
+    "q2": ChannelsFirst,
+    "q3": NchwInputShape,
+    "q4": NchwExport,
+    "q5": ParityReport,
+    "q6": WhySequentialFails,
+    "q7": LayoutAtTheBoundary,
+    "q8": QuietButNotBlind,
+}
 bind = make_binder(LAB, PROBLEMS)

@@ -2,10 +2,11 @@
 
 The exercises turn ZipMap's output back into a matrix, convert the digits pipeline with
 the right options, measure label and probability parity, convert a ColumnTransformer with
-one input per column group, measure what float32 does to float64 data and fix it with a
-double-precision graph, and evaluate a tiny tree ensemble by hand. The reference helpers
-(timestamps data, the tiny hand-built TreeEnsembleRegressor, parity) are what the notebook
-and the checks share, so both always agree on the numbers.
+one input per column group, write a function measuring what float32 does to float64 data
+and fix it with a double-precision graph, and evaluate a tiny tree ensemble by hand. The
+reference helpers (timestamps data, the float32 gap, the tiny hand-built
+TreeEnsembleRegressor, parity) are what the notebook and the checks share, so both always
+agree on the numbers.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from functools import lru_cache
 import numpy as np
 
 from labsupport.checking import (
-    EqualityProblem,
     FunctionProblem,
     Incorrect,
     ThoughtExperiment,
+    assert_equal,
     make_binder,
 )
 from labsupport.onnx_problems import OnnxModelProblem
@@ -52,7 +53,8 @@ def zipmap_to_matrix(rows) -> np.ndarray:
 def classification_parity(onnx_labels, onnx_probabilities, reference_labels, reference_probabilities):
     """(label agreement in percent, largest absolute probability difference), as Python floats."""
     agreement = 100.0 * float(np.mean(np.asarray(onnx_labels) == np.asarray(reference_labels)))
-    difference = np.abs(np.asarray(onnx_probabilities, dtype=np.float64) - np.asarray(reference_probabilities, dtype=np.float64))
+    difference = np.abs(np.asarray(onnx_probabilities, dtype=np.float64)
+                        - np.asarray(reference_probabilities, dtype=np.float64))
     return agreement, float(difference.max())
 
 
@@ -115,13 +117,15 @@ def convert_timestamp_pipeline(tensor_type: str = "float"):
                            options={"zipmap": False})
 
 
-def float32_timestamp_discrepancy() -> tuple[int, float]:
-    """(test rows whose float32-ONNX label differs from scikit-learn's, max |probability diff|)."""
-    _, x_test, _, _ = timestamp_split()
-    labels, probabilities = run_onnx(convert_timestamp_pipeline("float"), {"input": x_test.astype(np.float32)})
-    pipeline = timestamp_pipeline()
-    mismatches = int(np.sum(labels != pipeline.predict(x_test)))
-    return mismatches, float(np.abs(probabilities - pipeline.predict_proba(x_test)).max())
+def float32_gap(onnx_model, reference_model, features) -> tuple[int, float]:
+    """(rows whose ONNX label differs from the reference model's, largest |probability difference|).
+
+    The ONNX model (input ``input``) gets ``features`` cast to float32, as its consumers must
+    feed it; the reference (scikit-learn) model gets them as they are.
+    """
+    labels, probabilities = run_onnx(onnx_model, {"input": np.asarray(features).astype(np.float32)})
+    mismatches = int(np.sum(labels != reference_model.predict(features)))
+    return mismatches, float(np.abs(probabilities - reference_model.predict_proba(features)).max())
 
 
 # The tiny ensemble evaluated by hand: two trees of depth 2 over features x[0] and x[1].
@@ -179,6 +183,28 @@ def evaluate_tiny_trees_onnx(points: np.ndarray) -> np.ndarray:
     return run_onnx(tiny_tree_model(), {"x": np.asarray(points, dtype=np.float32)})[0][:, 0]
 
 
+def _explain_float32_reference(call: str, name: str, answer, expected: float, onnx_probabilities,
+                               reference_probabilities, *, rtol: float, atol: float) -> None:
+    """Say why a difference taken after rounding the float64 reference to float32 is not accepted."""
+    if not isinstance(answer, (float, np.floating)) or np.isclose(answer, expected, rtol=rtol, atol=atol):
+        return
+    rounded = np.abs(np.asarray(onnx_probabilities, dtype=np.float64)
+                     - np.asarray(reference_probabilities).astype(np.float32).astype(np.float64)).max()
+    if np.isclose(answer, rounded, rtol=1e-6, atol=atol):
+        raise Incorrect(f"{call}: `{name}` is off by {abs(float(answer) - expected):.1e}, the size of float32 "
+                        "rounding: the reference probabilities were rounded to float32 before subtracting. "
+                        "Differences this small are the quantity measured, so that rounding changes the answer; "
+                        "subtract in float64 (cast the float32 side up, not the float64 side down).")
+
+
+def _two_numbers(call: str, result, names: tuple[str, str]) -> tuple:
+    """The pair a function must return, or Incorrect naming what it returned instead."""
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise Incorrect(f"{call} should return two numbers, ({names[0]}, {names[1]}), "
+                        f"but it returned a {type(result).__name__}.")
+    return tuple(result)
+
+
 # ---------------------------------------------------------------------------
 # 1. ZipMap
 # ---------------------------------------------------------------------------
@@ -188,8 +214,8 @@ class ZipMapToMatrix(FunctionProblem):
     vars = ("zipmap_to_matrix",)
     hints = ("Each row is a dict keyed by class label. The columns of the matrix are the classes in sorted order "
              "(scikit-learn's `classes_` is sorted), whatever order the dict happens to iterate in.",
-             "`classes = sorted(rows[0])`, then `np.array([[row[c] for c in classes] for row in rows], "
-             "dtype=np.float32)`.")
+             "Take the class order once, from the keys of the first row, sorted. Then build one list per row by "
+             "looking each class up in that row's dict, and turn the list of lists into a float32 array.")
     solution = """def zipmap_to_matrix(rows):
     classes = sorted(rows[0])
     return np.array([[row[label] for label in classes] for row in rows], dtype=np.float32)"""
@@ -202,6 +228,12 @@ class ZipMapToMatrix(FunctionProblem):
         rng = np.random.default_rng(6)
         digits = [dict(zip(range(10), (p / p.sum()).tolist())) for p in rng.uniform(size=(4, 10))]
         return [((rows,), zipmap_to_matrix(rows)) for rows in (sorted_keys, shuffled_keys, string_labels, digits)]
+
+    def describe_call(self, args):
+        rows = args[0]
+        labels = "string" if isinstance(next(iter(rows[0])), str) else "integer"
+        order = "" if all(list(row) == sorted(row) for row in rows) else ", keys out of order"
+        return f"`{self.vars[0]}` on {len(rows)} rows × {len(rows[0])} classes ({labels} labels{order})"
 
 
 # ---------------------------------------------------------------------------
@@ -237,10 +269,10 @@ class ConvertDigitsPipeline(_ClassifierModelProblem):
     prompt = ("convert the digits pipeline with skl2onnx: input 'input' float [None, 64], no ZipMap, "
               "target opset 17 for the default domain")
     vars = ("digits_onnx",)
-    hints = ("`convert_sklearn(pipeline, initial_types=[(name, FloatTensorType(shape))], options=..., "
-             "target_opset=...)`; `None` in a shape makes that dimension dynamic.",
-             "`convert_sklearn(pipeline, initial_types=[('input', FloatTensorType([None, 64]))], "
-             "options={'zipmap': False}, target_opset={'': 17, 'ai.onnx.ml': 3})`.")
+    hints = ("`convert_sklearn` takes the fitted pipeline plus three keywords: `initial_types` (a list of "
+             "(name, type) pairs), `options` and `target_opset`. `None` in a shape makes that dimension dynamic.",
+             "`target_opset` accepts a dict with one cap per domain; the default domain is the empty string. "
+             "The ZipMap switch is the option the section on ZipMap used.")
     solution = """digits_onnx = convert_sklearn(pipeline, initial_types=[("input", FloatTensorType([None, 64]))],
                               options={"zipmap": False}, target_opset={"": 17, "ai.onnx.ml": 3})"""
     opset = 17
@@ -266,14 +298,17 @@ class ClassificationParity(FunctionProblem):
     vars = ("classification_parity",)
     hints = ("Agreement is the share of rows whose two labels are equal, times 100. The probability difference is "
              "taken element by element over the whole [N, classes] matrix, and the worst one is reported.",
-             "`100 * np.mean(onnx_labels == reference_labels)` and `np.abs(onnx_probabilities - "
-             "reference_probabilities).max()`; return both as `float(...)`.")
+             "The worst difference can be an underestimate as well as an overestimate, so take absolute values "
+             "before the maximum, and subtract in float64: the differences you measure here can be as small as "
+             "float32's own rounding. Return plain Python floats.")
     solution = """def classification_parity(onnx_labels, onnx_probabilities, reference_labels, reference_probabilities):
     agreement = 100 * np.mean(np.asarray(onnx_labels) == np.asarray(reference_labels))
-    max_diff = np.abs(np.asarray(onnx_probabilities, np.float64) - np.asarray(reference_probabilities, np.float64)).max()
+    max_diff = np.abs(np.asarray(onnx_probabilities, np.float64)
+                      - np.asarray(reference_probabilities, np.float64)).max()
     return float(agreement), float(max_diff)"""
     rtol = 1e-6
     atol = 1e-12
+    returns = ("agreement_percent", "max_abs_prob_diff")
 
     def cases(self):
         rng = np.random.default_rng(60)
@@ -289,6 +324,20 @@ class ClassificationParity(FunctionProblem):
             cases.append((arguments, classification_parity(*arguments)))
         return cases
 
+    def describe_call(self, args):
+        rows, classes = np.shape(args[1])
+        return f"`{self.vars[0]}` on {rows} rows × {classes} classes"
+
+    def check(self, fn):
+        self.require_function(fn)
+        for args, (agreement, max_diff) in self.cases():
+            call = self.describe_call(args)
+            answer = _two_numbers(call, self.call_answer(fn, args), self.returns)
+            assert_equal(f"{call}: `{self.returns[0]}`", answer[0], agreement, rtol=self.rtol, atol=self.atol)
+            _explain_float32_reference(call, self.returns[1], answer[1], max_diff, args[1], args[3],
+                                       rtol=self.rtol, atol=self.atol)
+            assert_equal(f"{call}: `{self.returns[1]}`", answer[1], max_diff, rtol=self.rtol, atol=self.atol)
+
 
 # ---------------------------------------------------------------------------
 # 3. A ColumnTransformer with numeric and categorical columns
@@ -300,8 +349,8 @@ class ConvertMixedPipeline(_ClassifierModelProblem):
     vars = ("mixed_onnx",)
     hints = ("`initial_types` takes one (name, type) pair per graph input, in the column order the "
              "ColumnTransformer counts in: the three numeric columns first, then the two categorical ones.",
-             "`[('numeric', FloatTensorType([None, 3])), ('categorical', StringTensorType([None, 2]))]`, with "
-             "`options={'zipmap': False}`.")
+             "Two pairs: a float tensor type for the numeric group and a string tensor type for the categorical "
+             "group, each with a dynamic batch and the group's width. Switch ZipMap off as in exercise 2.")
     solution = """mixed_onnx = convert_sklearn(
     mixed_model,
     initial_types=[("numeric", FloatTensorType([None, 3])), ("categorical", StringTensorType([None, 2]))],
@@ -329,29 +378,83 @@ class ConvertMixedPipeline(_ClassifierModelProblem):
 # 4. float32 versus float64
 # ---------------------------------------------------------------------------
 
-class Float32Discrepancy(EqualityProblem):
-    prompt = ("on the timestamp test set, count the labels where the float32 ONNX model disagrees with "
-              "scikit-learn, and the largest absolute probability difference")
-    vars = ("label_mismatches", "max_probability_diff")
-    hints = ("Compare ONNX's labels with `timestamp_model.predict(x_test)` (scikit-learn in float64), not with the "
-             "true labels: the question is where the two implementations disagree.",
-             "`label_mismatches = int(np.sum(float32_labels != timestamp_model.predict(x_test)))`; "
-             "`max_probability_diff = float(np.abs(float32_probabilities - timestamp_model.predict_proba(x_test)).max())`.")
-    solution = """label_mismatches = int(np.sum(float32_labels != timestamp_model.predict(x_test)))
-max_probability_diff = float(np.abs(float32_probabilities - timestamp_model.predict_proba(x_test)).max())"""
-    rtol = 1e-5
+@lru_cache(maxsize=1)
+def _float32_gap_cases() -> tuple:
+    """The (model, reference, features, description) the float32-gap check runs.
 
-    def expected_value(self):
-        return list(float32_timestamp_discrepancy())
+    The timestamps are the lab's case, but with two classes the probability columns mirror each
+    other, so the largest signed difference equals the largest absolute one there. Two groups of
+    test digits (ten classes) tell them apart: rows whose worst error is downward, then upward.
+    """
+    from labsupport.models import load_digits_split
+    from labsupport.models.classical_models import convert_digits_pipeline
+
+    _, x_test, _, _ = timestamp_split()
+    digits = load_digits_split().x_test
+    digits_onnx = convert_digits_pipeline(digits_pipeline())
+    errors = run_onnx(digits_onnx, {"input": digits})[1] - digits_pipeline().predict_proba(digits)
+    worst_error = errors[np.arange(len(errors)), np.abs(errors).argmax(axis=1)]
+    return ((convert_timestamp_pipeline("float"), timestamp_pipeline(), x_test, "the timestamp test set"),
+            (digits_onnx, digits_pipeline(), digits[worst_error < 0],
+             "the test digits whose largest float32 error is downward"),
+            (digits_onnx, digits_pipeline(), digits[worst_error > 0],
+             "the test digits whose largest float32 error is upward"))
+
+
+class Float32Discrepancy(FunctionProblem):
+    prompt = ("write float32_gap(onnx_model, reference_model, features) returning (label_mismatches, "
+              "max_probability_diff) between a float32 ONNX classifier and its scikit-learn model")
+    vars = ("float32_gap",)
+    hints = ("Each side gets the features in its own type: the ONNX model only accepts the float32 its input "
+             "declares (`run_onnx` runs it), scikit-learn takes the float64 features it was trained on. Compare "
+             "with the reference model's predictions, not with the true labels.",
+             "A boolean array sums to a count. Float32 errs in both directions, so the worst probability error may "
+             "be an underestimate: take absolute values before the maximum.")
+    solution = """def float32_gap(onnx_model, reference_model, features):
+    onnx_labels, onnx_probabilities = lab06.run_onnx(onnx_model, {"input": features.astype(np.float32)})
+    label_mismatches = int(np.sum(onnx_labels != reference_model.predict(features)))
+    max_probability_diff = float(np.abs(onnx_probabilities - reference_model.predict_proba(features)).max())
+    return label_mismatches, max_probability_diff"""
+    rtol = 1e-5
+    returns = ("label_mismatches", "max_probability_diff")
+
+    def cases(self):
+        return [((model, reference, features), float32_gap(model, reference, features))
+                for model, reference, features, _ in _float32_gap_cases()]
+
+    def describe_call(self, args):
+        features = args[2]
+        description = next((text for _, _, rows, text in _float32_gap_cases() if rows is features), "the features")
+        return f"`{self.vars[0]}` on {description} ({len(features)} rows)"
+
+    def check(self, fn):
+        self.require_function(fn)
+        for args, (mismatches, max_diff) in self.cases():
+            call = self.describe_call(args)
+            answer = _two_numbers(call, self.call_answer(fn, args), self.returns)
+            assert_equal(f"{call}: `{self.returns[0]}`", answer[0], mismatches, rtol=0.0, atol=0.0)
+            if isinstance(answer[1], (float, np.floating)) and not np.isclose(answer[1], max_diff, rtol=self.rtol):
+                self._explain_signed_difference(call, answer[1], args)
+            assert_equal(f"{call}: `{self.returns[1]}`", answer[1], max_diff, rtol=self.rtol, atol=0.0)
+
+    def _explain_signed_difference(self, call, answer, args):
+        """Name the slip when the answer is the largest signed difference, in either order."""
+        model, reference, features = args
+        errors = run_onnx(model, {"input": features.astype(np.float32)})[1] - reference.predict_proba(features)
+        if any(np.isclose(answer, signed, rtol=self.rtol) for signed in (errors.max(), (-errors).max())):
+            raise Incorrect(f"{call}: `{self.returns[1]}` is the largest *signed* difference, but float32 errs in "
+                            "both directions here. Take absolute values before the maximum. (With two classes the "
+                            "columns mirror each other, so the timestamps alone could not show this.)")
 
 
 class DoublePrecisionExport(_ClassifierModelProblem):
     prompt = "convert the timestamp pipeline so that the graph computes in float64 and matches scikit-learn to 1e-9"
     vars = ("timestamps_double_onnx",)
     hints = ("The element type of the input you declare in `initial_types` decides the precision of the whole graph.",
-             "`convert_sklearn(timestamp_model, initial_types=[('input', DoubleTensorType([None, 3]))], "
-             "options={'zipmap': False})`.")
-    solution = """timestamps_double_onnx = convert_sklearn(timestamp_model, initial_types=[("input", DoubleTensorType([None, 3]))],
+             "Same call as the float32 conversion above, with the float64 counterpart of `FloatTensorType` from "
+             "`skl2onnx.common.data_types`; keep the input name, the shape and the ZipMap option.")
+    solution = """timestamps_double_onnx = convert_sklearn(timestamp_model,
+                                         initial_types=[("input", DoubleTensorType([None, 3]))],
                                          options={"zipmap": False})"""
     input_names = ("input",)
     input_types = {"input": DOUBLE}
@@ -434,13 +537,14 @@ class FixTimestampPrecision(ThoughtExperiment):
              "One fix changes the graph's element type; another changes the features so that small numbers carry "
              "the information.")
     solution = (
-        "The export declared a float32 input (`FloatTensorType`, the usual choice), and float32 has 24 significant bits: near 1.75 × 10⁹ "
+        "The export declared a float32 input (`FloatTensorType`, the usual choice), and float32 has 24 significant "
+        "bits: near 1.75 × 10⁹ "
         "neighbouring values are 128 s apart, so casting the input to float32 moves each timestamp by up to a minute "
         "before any operator runs. The model's decision depends on differences of seconds to minutes, so customers "
         "near the decision boundary flip. The float32 Scaler then subtracts two huge, nearly equal numbers, which "
         "keeps the rounding error. Fixes: (1) convert with `DoubleTensorType`, so the whole graph runs in float64 "
         "and matches scikit-learn to ~1e-15 — the cost is that the ai.onnx.ml operators (Scaler, LinearClassifier) "
-        "only take float, so skl2onnx emits standard MatMul/Add/Sigmoid nodes instead, the model needs float64 "
+        "always output float32, so skl2onnx emits standard MatMul/Add/Sigmoid nodes instead, the model needs float64 "
         "feeds, and some accelerators (GPU kernels, quantization, NPUs) support float64 poorly or not at all. "
         "(2) Fix the features: put the subtraction in float64 before the model, i.e. train on durations or on "
         "`time - reference_time` (seconds since an epoch close to the data), so the values are small and float32 "
@@ -453,32 +557,40 @@ class ThresholdSemantics(ThoughtExperiment):
     prompt = ("XGBoost's converted trees use BRANCH_LT, LightGBM's BRANCH_LEQ. Why must the converter record this, "
               "and where can float32 still make a tree ensemble disagree with its framework?")
     hints = ("Take a feature value exactly equal to a threshold: which child does each library choose?",
-             "The thresholds are stored as float32 in the TreeEnsemble attributes; the features arrive as float32. "
-             "What happens to a float64 feature that lies between two float32 numbers, near a threshold?")
+             "`nodes_values` is a list of float32. In which precision does each library compute and store its "
+             "thresholds, and in which does it compare the feature? Where the two differ, what does rounding a "
+             "threshold up or down do to a value that sits exactly on it?")
     solution = (
         "A split is a comparison, and libraries disagree on the boundary: XGBoost sends x to the left child when "
         "x < t, LightGBM and scikit-learn when x <= t. A value exactly on a threshold (common with discrete "
         "features such as pixel intensities in steps of 1/16) would go the other way with the wrong mode, landing "
         "in another leaf region and changing the sum, so the converter writes the mode per node (BRANCH_LT, "
-        "BRANCH_LEQ, …) and ONNX Runtime honours it. Precision is the other source: TreeEnsembleClassifier / "
-        "Regressor keep thresholds (`nodes_values`) and leaf weights in float32 attributes and the converters "
-        "declare a float32 input, so a float64 feature that rounds across a threshold takes the other branch, "
-        "and the leaf sums carry float32 rounding (~1e-7 relative). XGBoost, LightGBM and scikit-learn's trees "
-        "all split on float32 values, so for them this is rare; it shows when features are prepared in float64 "
-        "and fed as float32 near a threshold. The newer TreeEnsemble operator (ai.onnx.ml opset 5) takes "
-        "thresholds and weights as tensors of the input's type (float64 allowed), which removes that rounding.")
+        "BRANCH_LEQ, …) and ONNX Runtime honours it. Precision is the other source. TreeEnsembleClassifier / "
+        "Regressor keep thresholds (`nodes_values`) and leaf weights as float32 attributes, and the converters "
+        "declare a float32 input. XGBoost loses nothing: it stores float32 thresholds and compares float32 "
+        "features itself. scikit-learn compares float32 features with float64 thresholds, and skl2onnx moves each "
+        "threshold to the float32 value that keeps every float32 decision. LightGBM keeps float64 thresholds and "
+        "compares in float64, and onnxmltools rounds each threshold to the *nearest* float32 with no such "
+        "adjustment: a threshold rounded up sends a float32 input equal to the rounded value left in ONNX and right "
+        "in LightGBM, a known source of LightGBM→ONNX mismatches on continuous features. On the lab's digits model "
+        "most thresholds change, but all of them round down, by about 1e-16, and no pixel value lies in between, "
+        "so parity holds there. Finally, features prepared in float64 are rounded when cast to float32 at the "
+        "door, and a value just above a threshold can land on it. Remedies: measure parity on realistic data "
+        "(values near and on thresholds included); for float64 features, a double-precision tree ensemble "
+        "(ai.onnx.ml opset 3's `nodes_values_as_tensor` with a double input, or the opset-5 TreeEnsemble whose "
+        "`nodes_splits` tensor takes the input's type; ONNX Runtime 1.32 runs both) removes the rounding.")
 
 
-PROBLEMS = [
-    ZipMapToMatrix,
-    ConvertDigitsPipeline,
-    ClassificationParity,
-    ConvertMixedPipeline,
-    Float32Discrepancy,
-    DoublePrecisionExport,
-    EvaluateTinyTrees,
-    WhenToKeepZipMap,
-    FixTimestampPrecision,
-    ThresholdSemantics,
-]
+PROBLEMS = {
+    "q1": ZipMapToMatrix,
+    "q2": ConvertDigitsPipeline,
+    "q3": ClassificationParity,
+    "q4": ConvertMixedPipeline,
+    "q5": Float32Discrepancy,
+    "q6": DoublePrecisionExport,
+    "q7": EvaluateTinyTrees,
+    "q8": WhenToKeepZipMap,
+    "q9": FixTimestampPrecision,
+    "q10": ThresholdSemantics,
+}
 bind = make_binder(LAB, PROBLEMS)

@@ -13,8 +13,9 @@ import functools
 import math
 import numbers
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -168,7 +169,8 @@ def _require_passed_rows(name: str, result: Any, checks: list[str]) -> None:
 class MaxRelativeDifference(FunctionProblem):
     prompt = "compute the largest relative difference, ignoring reference values at or below a floor"
     vars = ("max_relative_difference",)
-    hints = ("Elementwise: |actual − expected| / |expected|. Which of the two is the yardstick, and can it be negative?",
+    hints = ("Elementwise: |actual − expected| / |expected|. Which of the two is the yardstick, and can it be "
+             "negative?",
              "Keep only the elements where |expected| > floor (a boolean mask), and return 0.0 when none are left.")
     solution = """def max_relative_difference(actual, expected, floor):
     actual = np.asarray(actual, dtype=np.float64)
@@ -193,15 +195,27 @@ class MaxRelativeDifference(FunctionProblem):
         return [((actual, expected, floor), _reference_relative_difference(actual, expected, floor))
                 for actual, expected, floor in raw]
 
+    def describe_call(self, args):
+        expected, floor = np.asarray(args[1]), args[2]
+        values = " × ".join(str(size) for size in expected.shape)
+        return f"`{self.vars[0]}` on {values} values (expected {_span(expected)}, floor {floor:g})"
+
+
+def _span(values: np.ndarray) -> str:
+    """A short description of an array's values: the one value, or its smallest and largest."""
+    low, high = float(values.min()), float(values.max())
+    return f"{low:g}" if low == high else f"{low:g} to {high:g}"
+
 
 class CatchTheGeluBug(Problem):
     prompt = "choose atol and rtol that pass the correct export but fail the one with the approximate GELU"
     vars = ("atol", "rtol")
     hints = ("The correct export's max abs and max rel differences above are float32 noise: your tolerance must sit "
              "above them, but not by orders of magnitude.",
-             "About ten times the noise works: an atol a little above the max abs difference and an rtol a little above "
+             "About ten times the noise works: an atol a little above the max abs difference and an rtol a little "
+             "above "
              "the max rel difference (atol also covers outputs near zero, where relative differences blow up).")
-    solution = "atol, rtol = 1e-5, 1e-5"
+    solution = "atol = 1e-5\nrtol = 1e-5"
 
     def check(self, atol, rtol):
         from labsupport.validate import validate_model
@@ -215,7 +229,8 @@ class CatchTheGeluBug(Problem):
         options = {"default_tolerance": (float(atol), float(rtol)), "fp16": False}
         correct = validate_model(exact_path, gelu_sample_feeds(), gelu_reference, **options)
         if not correct.ok:
-            raise Incorrect(f"With atol={atol:g}, rtol={rtol:g} the correct export fails ({', '.join(correct.failed_checks)}): "
+            raise Incorrect(f"With atol={atol:g}, rtol={rtol:g} the correct export fails "
+                            f"({', '.join(correct.failed_checks)}): "
                             "that tolerance is tighter than float32 rounding; loosen it.")
         buggy = validate_model(tanh_path, gelu_sample_feeds(), gelu_reference, **options)
         if buggy.ok:
@@ -226,8 +241,9 @@ class CatchTheGeluBug(Problem):
 class SequenceLengths(Problem):
     prompt = "validate the token classifier at a sequence length shorter and one longer than its samples (12)"
     vars = ("sequence_result",)
-    hints = ("`validate_model(token_model, dim_sizes={'sequence': (...)})`: the key is the symbol the graph uses.",
-             "Pick one length below 12 and one above, e.g. (5, 20); longer sequences repeat the sample tokens.")
+    hints = ("`validate_model` takes `dim_sizes`: a dict from a dimension's symbol, spelled as the graph spells it "
+             "(`describe_model` above shows it), to the sizes to try.",
+             "Pick one length below the samples' 12 tokens and one above; longer sequences repeat the sample tokens.")
     solution = 'sequence_result = validate_model(token_model, dim_sizes={"sequence": (5, 20)})'
 
     def check(self, sequence_result):
@@ -259,7 +275,8 @@ smallest_margin = float((top_two[:, 1] - top_two[:, 0]).min())"""
     def check(self, fp16_max_abs_diff, smallest_margin):
         worst, margin = reference_fp16_figures()
         if isinstance(fp16_max_abs_diff, (numbers.Real, np.floating)) and fp16_max_abs_diff < 0:
-            raise Incorrect("`fp16_max_abs_diff` is negative: take the absolute value of the differences before the max.")
+            raise Incorrect("`fp16_max_abs_diff` is negative: take the absolute value of the differences before "
+                            "the max.")
         assert_equal("fp16_max_abs_diff", fp16_max_abs_diff, worst, rtol=1e-2)
         assert_equal("smallest_margin", smallest_margin, margin, rtol=1e-3)
 
@@ -269,8 +286,8 @@ class FixTheFeeds(Problem):
     vars = ("fixed_feeds",)
     hints = ("Run the harness on your feeds and read its one-line message: it names the input, the dtype or the "
              "shape it expected; fix one thing at a time.",
-             "The model wants {'pixels': float32 array of shape (N, 64)}: rename the key, `.astype(np.float32)` and "
-             "`.reshape(-1, 64)`.")
+             "The model wants one float32 input named `pixels` of shape (N, 64): fix the key, the dtype and the "
+             "shape with NumPy's conversion and reshaping methods, and leave the values alone.")
     solution = 'fixed_feeds = {"pixels": broken_feeds["pixel"].reshape(-1, 64).astype(np.float32)}'
 
     def check(self, fixed_feeds):
@@ -295,8 +312,8 @@ class ValidateKerasConversion(Problem):
     prompt = "validate the Keras model's tf2onnx conversion against Keras at batch sizes 1, 7 and 128"
     vars = ("keras_result",)
     hints = ("Pass the ExportedModel itself, so its Keras reference and sample feeds are used.",
-             "`validate_model(keras_model, batch_sizes=(1, 7, 128))`; 128 is more than the 64 sample rows, "
-             "so the harness repeats them.")
+             "The sizes go in the `batch_sizes` keyword, as a tuple; 128 is more than the 64 sample rows, so the "
+             "harness repeats them.")
     solution = "keras_result = validate_model(keras_model, batch_sizes=(1, 7, 128))"
 
     def check(self, keras_result):
@@ -331,7 +348,8 @@ class BatchOneOnly(ThoughtExperiment):
 
 
 class LooseTolerance(ThoughtExperiment):
-    prompt = "why is `atol=1e-2, rtol=0` for every output a poor choice? Think of logits near 20 and probabilities near 1e-4"
+    prompt = ("why is `atol=1e-2, rtol=0` for every output a poor choice? Think of logits near 20 and probabilities "
+              "near 1e-4")
     solution = (
         "A single absolute tolerance ignores scale. For logits around 20, float32 noise is about 20 × 1e-7 × (number "
         "of accumulated terms), far below 1e-2, so an error of 0.5 % of the value (0.1) is still caught, but a "
@@ -342,7 +360,8 @@ class LooseTolerance(ThoughtExperiment):
 
 
 class ShipFloat16(ThoughtExperiment):
-    prompt = "the float16 copy's logits differ by up to 0.004 and no test label changes: ship it? What else would you check?"
+    prompt = ("the float16 copy's logits differ by up to 0.004 and no test label changes: ship it? What else would "
+              "you check?")
     solution = (
         "For classification, a label can only change if the error exceeds half the gap between the two largest "
         "logits; with a smallest gap of about 0.4 on the test set and errors of 0.004 there is a factor of 50 to "
@@ -353,6 +372,15 @@ class ShipFloat16(ThoughtExperiment):
         "differ more. If none of that matters, the halved file size and faster GPU inference are worth it.")
 
 
-PROBLEMS = [MaxRelativeDifference, CatchTheGeluBug, SequenceLengths, Float16Loss, FixTheFeeds, ValidateKerasConversion,
-            BatchOneOnly, LooseTolerance, ShipFloat16]
+PROBLEMS = {
+    "q1": MaxRelativeDifference,
+    "q2": CatchTheGeluBug,
+    "q3": SequenceLengths,
+    "q4": Float16Loss,
+    "q5": FixTheFeeds,
+    "q6": ValidateKerasConversion,
+    "q7": BatchOneOnly,
+    "q8": LooseTolerance,
+    "q9": ShipFloat16,
+}
 bind = make_binder(LAB, PROBLEMS)

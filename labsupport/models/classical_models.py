@@ -15,12 +15,16 @@ lightgbm 4.7) taught us, each handled here and explained in lab 06:
 * onnxmltools' LightGBM converter declares the ``label`` output with a fixed shape ``[1]``,
   so ONNX Runtime warns ``Expected shape from model of {1} does not match actual shape``
   on every batch; :func:`convert_lightgbm_classifier` makes that dimension symbolic.
+* LightGBM keeps its split thresholds in float64 and compares float64 feature values;
+  the converter rounds each threshold to the nearest float32 (``nodes_values`` is a float
+  list), so a threshold rounded *up* sends a float32 input equal to it down the other
+  branch. :func:`lightgbm_split_thresholds` lists the thresholds LightGBM really uses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -40,7 +44,9 @@ __all__ = [
     "exported_digits_xgboost",
     "exported_mixed_pipeline",
     "fix_symbolic_batch",
+    "lightgbm_split_thresholds",
     "make_mixed_table",
+    "mixed_columns",
     "save_model",
     "single_threaded",
     "train_digits_lightgbm",
@@ -152,6 +158,25 @@ def convert_lightgbm_classifier(model, n_features: int = 64, *, zipmap: bool = F
     return fix_symbolic_batch(onnx_model, "label")
 
 
+def lightgbm_split_thresholds(model) -> list[tuple[int, float]]:
+    """Every split of a fitted LightGBM model as (feature index, threshold), tree by tree.
+
+    The thresholds are Python floats, i.e. float64, exactly as LightGBM stores and compares
+    them; onnxmltools writes each one rounded to float32 into ``nodes_values`` (lab 06).
+    """
+    splits = []
+
+    def walk(node):
+        if "split_index" in node:
+            splits.append((int(node["split_feature"]), float(node["threshold"])))
+            walk(node["left_child"])
+            walk(node["right_child"])
+
+    for tree in model.booster_.dump_model()["tree_info"]:
+        walk(tree["tree_structure"])
+    return splits
+
+
 def fix_symbolic_batch(onnx_model, output_name: str, dim_param: str = "N"):
     """Make the first dimension of the named graph output symbolic (in place); returns the model."""
     for output in onnx_model.graph.output:
@@ -178,7 +203,7 @@ class MixedTable:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def rows(self, selection) -> "MixedTable":
+    def rows(self, selection) -> MixedTable:
         return MixedTable(self.numeric[selection], self.categorical[selection], self.labels[selection])
 
     def as_frame_array(self) -> np.ndarray:

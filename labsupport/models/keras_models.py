@@ -13,6 +13,15 @@ in the cell's output). Setting it after TensorFlow has
 been imported has no effect, which is why it happens here, above the import. ERROR lines
 still show.
 
+One notice ignores the variable in TensorFlow 2.21, even at level 3: where oneDNN's
+kernels are on (by default on x86 CPUs with VNNI, BF16 or AMX instructions, or with
+``TF_ENABLE_ONEDNN_OPTS=1``), loading prints ``oneDNN custom operations are on …``,
+each time after absl's ``WARNING: All log messages before absl::InitializeLog() is
+called …``, twice. Turning oneDNN off would silence it by changing the numerics, so
+instead the import runs with file descriptor 2 captured: those lines are kept in
+:data:`TENSORFLOW_STARTUP_NOTICES` (lab 05 prints them) and every other line is passed on
+to standard error unchanged.
+
 The Python side is quieted on import too (:func:`quiet_tensorflow_logs`): in Jupyter,
 TensorFlow's own Python logger notices the interactive session and switches itself to
 INFO, so that, for instance, ``model.export`` prints ``INFO:tensorflow:Assets written to
@@ -27,12 +36,58 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # must precede the TensorFlow import: see the docstring
 
+import contextlib  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Iterator, Mapping  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Mapping  # noqa: E402
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import keras  # noqa: E402
+
+_STARTUP_NOTICES = (
+    re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
+    re.compile(r"I\d{4} [\d:.]+\s+\d+ \S+\] oneDNN custom operations are on\."),
+)
+
+TENSORFLOW_STARTUP_NOTICES: list[str] = []
+"""The start-up notices held back while this module imported TensorFlow (empty where none was printed)."""
+
+
+def is_startup_notice(line: str) -> bool:
+    """True for the lines TF_CPP_MIN_LOG_LEVEL cannot hide: oneDNN's notice and absl's line before it."""
+    return any(pattern.match(line.strip()) for pattern in _STARTUP_NOTICES)
+
+
+@contextlib.contextmanager
+def holding_back_startup_notices(held_back: list[str]) -> Iterator[None]:
+    """Capture file descriptor 2; afterwards keep the start-up notices in ``held_back`` and pass on the rest.
+
+    Native libraries write to the descriptor directly, past ``sys.stderr``; what Python writes
+    to ``sys.stderr`` meanwhile is passed on as well, only later.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            held_back.extend(line.rstrip("\n") for line in lines if is_startup_notice(line))
+            passed_on = "".join(line for line in lines if not is_startup_notice(line))
+            if passed_on:
+                sys.stderr.write(passed_on)
+                sys.stderr.flush()
+
+
+with holding_back_startup_notices(TENSORFLOW_STARTUP_NOTICES):
+    import keras  # noqa: E402
+    import tensorflow as tf  # noqa: E402
 
 from labsupport.models import SEED, DigitsSplit, ExportedModel, load_digits_split  # noqa: E402
 
@@ -40,11 +95,14 @@ __all__ = [
     "INPUT_NAME",
     "OPSET",
     "OUTPUT_NAME",
+    "TENSORFLOW_STARTUP_NOTICES",
     "build_digits_keras_cnn",
     "digits_images",
     "digits_input_signature",
     "export_digits_keras",
     "exported_digits_keras",
+    "holding_back_startup_notices",
+    "is_startup_notice",
     "quiet_tensorflow_logs",
     "train_digits_keras_cnn",
 ]
@@ -99,7 +157,8 @@ def build_digits_keras_cnn(*, sequential: bool = False, seed: int = SEED) -> ker
     """
     keras.utils.set_random_seed(seed)
     if sequential:
-        return keras.Sequential([keras.Input((8, 8, 1), name=INPUT_NAME), *_digits_layers()], name="digits_cnn_sequential")
+        return keras.Sequential([keras.Input((8, 8, 1), name=INPUT_NAME), *_digits_layers()],
+                                name="digits_cnn_sequential")
     inputs = keras.Input((8, 8, 1), name=INPUT_NAME)
     outputs = inputs
     for layer in _digits_layers():
