@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "SEED",
     "DigitsSplit",
     "ExportedModel",
     "build_digits_mlp",
