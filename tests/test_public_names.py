@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import pkgutil
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def test_what_notebooks_and_lab_modules_import_is_public(module_name, name, wher
     if module_name.startswith("labsupport.exercises.lab"):
         return
     module = importlib.import_module(module_name)
-    if hasattr(module, name) and isinstance(getattr(module, name), type(module)):
+    if hasattr(module, "__path__") and importlib.util.find_spec(f"{module_name}.{name}"):
         return  # a submodule, e.g. `from labsupport.exercises import lab03`
     assert not name.startswith("_") or name == "____", f"{where} imports the private {module_name}.{name}"
     assert name in module.__all__, f"{where} imports {module_name}.{name}, which is not in its __all__"
