@@ -117,7 +117,7 @@ def test_checked_exercises_have_a_prompt_two_hints_and_a_solution_assigning_thei
     assert problem.prompt and problem.vars and len(problem.hints) >= 2
     tree = ast.parse(problem.solution)
     bound = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
-    bound |= {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    bound |= {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
     assert set(problem.vars) <= bound, f"the solution of {problem.__name__} does not set {set(problem.vars) - bound}"
 
 
