@@ -4,8 +4,10 @@ One module per concern: ``checking`` (exercises), ``onnx_problems`` (ONNX-specif
 exercise kinds), ``exercises`` (each lab's problems), ``progress`` (the checklist),
 ``display`` (markdown in JupyterLab, plain text elsewhere, labelled status icons, warnings),
 ``model_loader`` (reads every model file: one actionable line for bad input, the memory budget),
-``models`` (reference models and data), ``plots``, ``doctor``, ``notebook_build`` (the
-generator) and ``cli``. Importing this package is cheap: heavy frameworks are imported
+``onnx_tools`` (CPU sessions, dims, opsets, element types), ``validate`` (the parity harness),
+``models`` (reference models and data), ``plots``, ``doctor``, ``runtime`` (lab 08),
+``optimize`` (lab 09), ``quantize`` (lab 10), ``bench`` and ``profiling`` (lab 11),
+``notebook_build`` (the generator), ``workspace`` and ``cli``. Importing this package is cheap: heavy frameworks are imported
 by the functions that need them.
 """
 

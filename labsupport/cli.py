@@ -6,6 +6,7 @@ Commands:
   build-notebooks   render notebooks/ from solutions/ (``--check``: only report drift)
   seed-workspace    copy notebooks/ into the learner's workspace without overwriting (``make lab``)
   check MODEL.onnx  validate a model file with lab 07's harness (exit 0 valid, 1 fails a check, 2 cannot be read or used)
+  bench MODEL.onnx  latency percentiles and throughput with ONNX Runtime, per batch size and thread count (lab 11)
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _build_notebooks(arguments: argparse.Namespace) -> int:
 
     try:
         root = _repository_root()
-        drifts = build_all(root, check=arguments.check)
+        drifts = build_all(root, check=arguments.check, lab=arguments.lab)
     except BuildError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -154,6 +155,96 @@ raise it with --max-input-bytes or the LABSUPPORT_MAX_INPUT_BYTES environment va
 """
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,2, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"counts must be positive, got {text!r}")
+    return counts
+
+
+def _count(text: str, minimum: int) -> int:
+    if not text.isdigit() or int(text) < minimum:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+    return int(text)
+
+
+def _bench(arguments: argparse.Namespace) -> int:
+    import os
+
+    import onnxruntime
+
+    from labsupport.bench import bench_table, measure
+    from labsupport.model_loader import ModelInputError, input_budget, load_model
+    from labsupport.onnx_tools import cpu_session, first_line
+    from labsupport.validate import describe_model, model_signatures, random_feeds
+
+    path = Path(arguments.model)
+    try:
+        budget = input_budget(arguments.max_input_bytes)
+        model = load_model(path)
+        inputs, _ = model_signatures(model)
+        dynamic_batch = any(0 in signature.dynamic_axes for signature in inputs)
+        batch_sizes = arguments.batch_sizes if dynamic_batch else (None,)
+        feeds = {batch: random_feeds(inputs, batch or 1, dim_sizes=dict(arguments.dim), label=str(path),
+                                     max_input_bytes=budget) for batch in batch_sizes}
+    except ModelInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    results = []
+    for threads in arguments.threads:
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 4  # fatal only: a failure is reported below as one line, not also as ORT's log
+        options.intra_op_num_threads = threads
+        try:
+            session = cpu_session(path, options)
+        except Exception as error:  # ONNX Runtime refuses the model: one line, not its traceback
+            print(f"error: {path}: ONNX Runtime cannot load it: {first_line(error)}; "
+                  f"`python -m labsupport check {path}` says more.", file=sys.stderr)
+            return 2
+        for batch_feeds in feeds.values():
+            rows = next((len(value) for value in batch_feeds.values() if getattr(value, "ndim", 0)), 1)
+            label = f"threads {threads or 'default'}"
+
+            def run(session=session, batch_feeds=batch_feeds):
+                return session.run(None, batch_feeds)
+
+            try:
+                results.append(measure(run, warmup=arguments.warmup, repeats=arguments.repeats, batch_size=rows,
+                                       label=label))
+            except Exception as error:  # the model fails on random inputs: one line
+                print(f"error: {path}: running it on random inputs of batch {rows} failed: {first_line(error)}; "
+                      "time it from Python with your own inputs (labsupport.bench.measure).", file=sys.stderr)
+                return 2
+    print(describe_model(path, model))
+    print()
+    print(f"ONNX Runtime {onnxruntime.__version__}, CPUExecutionProvider, {os.cpu_count()} logical cores; random "
+          "inputs of the declared types.")
+    if not dynamic_batch:
+        print("Axis 0 is not dynamic, so the model runs at its declared size only; --batch-sizes is ignored.")
+    print(f"Each configuration is timed in its own block: {arguments.warmup} warm-up runs, then {arguments.repeats} "
+          "timed runs (intra-op threads: 'default' lets ONNX Runtime choose).")
+    print(bench_table(results))
+    best = max(results, key=lambda result: result.throughput_per_s)
+    print(f"highest throughput: batch {best.batch_size} with {best.label} ({best.throughput_per_s:,.0f} items/s, "
+          f"p50 {best.p50_ms:.3f} ms)")
+    return 0
+
+
+_BENCH_EPILOG = """Latency percentiles, the mean with its 95% confidence interval and the throughput
+(batch / mean) of ONNX Runtime's CPU provider on random inputs, as lab 11 explains.
+A warning under the table says when repeats are too few or the spread too wide.
+
+exit status:
+  0  the model was benchmarked
+  2  the model cannot be read, loaded by ONNX Runtime or run on random inputs, a --dim
+     the model does not have, or inputs larger than the budget; one line on stderr says
+     what to do
+"""
+
+
 def _seed_workspace(arguments: argparse.Namespace) -> int:
     from labsupport.notebook_build import BuildError
     from labsupport.workspace import seed_workspace
@@ -184,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     progress.set_defaults(run=_progress)
     build = commands.add_parser("build-notebooks", help="render notebooks/ from solutions/")
     build.add_argument("--check", action="store_true", help="write nothing; exit 1 if anything would change")
+    build.add_argument("--lab", metavar="NN", help="only lab NN (e.g. 03): no other lab's files are read or written")
     build.set_defaults(run=_build_notebooks)
     seed = commands.add_parser("seed-workspace", help="copy notebooks/ into your workspace, never overwriting")
     seed.add_argument("--workspace", default="workspace", help="the folder JupyterLab opens (default: workspace)")
@@ -201,5 +293,21 @@ def main(argv: list[str] | None = None) -> int:
                        help="the most the inputs of one run may take, e.g. 4GiB "
                             "(default 1GiB, or $LABSUPPORT_MAX_INPUT_BYTES)")
     check.set_defaults(run=_check)
+    bench = commands.add_parser("bench", help="time an ONNX model: latency percentiles and throughput",
+                                description="Benchmark an ONNX model file with ONNX Runtime on random inputs.",
+                                epilog=_BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("model", help="path of the .onnx file")
+    bench.add_argument("--batch-sizes", type=_sizes, default=(1, 8, 64), metavar="N,N,…",
+                       help="batch sizes to time when axis 0 is dynamic (default 1,8,64)")
+    bench.add_argument("--threads", type=_counts, default=(0,), metavar="N,N,…",
+                       help="intra-op thread counts to time, e.g. 1,2 (default: ONNX Runtime's choice)")
+    bench.add_argument("--repeats", type=lambda text: _count(text, 1), default=50, help="timed runs (default 50)")
+    bench.add_argument("--warmup", type=lambda text: _count(text, 0), default=5, help="untimed runs first (default 5)")
+    bench.add_argument("--dim", type=_dim, action="append", default=[], metavar="NAME=SIZE",
+                       help="size of another named dynamic dimension (default 8), e.g. sequence=12")
+    bench.add_argument("--max-input-bytes", metavar="BYTES",
+                       help="the most the inputs of one run may take, e.g. 4GiB "
+                            "(default 1GiB, or $LABSUPPORT_MAX_INPUT_BYTES)")
+    bench.set_defaults(run=_bench)
     arguments = parser.parse_args(argv)
     return arguments.run(arguments)

@@ -264,7 +264,7 @@ CHECKLIST: tuple[ChecklistItem, ...] = (
                    "05_tensorflow_export.NchwExport", "06_classical_ml_export.ConvertMixedPipeline"),
                   ("12_interoperability_challenges",)),
     ChecklistItem("Profile model performance and identify bottlenecks",
-                  (), ("11_benchmarking_and_profiling",)),
+                  ("11_benchmarking_and_profiling.OperatorTotals", "11_benchmarking_and_profiling.FractionOfPeak")),
     ChecklistItem("Deploy ONNX models with different execution providers",
                   ("00_setup.CpuProvider",), ("08_runtime_and_providers",)),
 )
