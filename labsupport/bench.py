@@ -11,8 +11,9 @@ The :class:`BenchResult` reports the latency percentiles p50/p95/p99 (numpy's de
 interpolation), the mean with its 95 % confidence interval (Student's t on the mean of the
 samples), the throughput ``batch_size / mean`` in items per second, and ``warnings``: plain
 sentences saying when the numbers should not be trusted (too few repeats, too wide a spread,
-an unwarmed first call, a run cut short by ``max_seconds``). Nothing here prints: ``to_text()`` and :func:`bench_table` return text,
-:func:`show_table` shows a markdown table in JupyterLab. Time each runtime in its own block:
+an unwarmed first call, a run cut short by ``max_seconds``). Nothing here prints:
+``to_text()`` and :func:`bench_table` return text, :func:`show_table` shows a markdown table
+in JupyterLab. Time each runtime in its own block:
 alternating calls of two runtimes inside one loop slows both (lab 11 measures it).
 """
 

@@ -5,7 +5,8 @@ Commands:
   progress          the self-assessment checklist, ticked from the checks you passed
   build-notebooks   render notebooks/ from solutions/ (``--check``: only report drift)
   seed-workspace    copy notebooks/ into the learner's workspace without overwriting (``make lab``)
-  check MODEL.onnx  validate a model file with lab 07's harness (exit 0 valid, 1 fails a check, 2 cannot be read or used)
+  check MODEL.onnx  validate a model file with lab 07's harness
+                    (exit 0 valid, 1 fails a check, 2 cannot be read or used)
   bench MODEL.onnx  latency percentiles and throughput with ONNX Runtime, per batch size and thread count (lab 11)
 """
 
@@ -133,7 +134,8 @@ def _check(arguments: argparse.Namespace) -> int:
     print(result.to_text())
     fp16 = result.row("fp16")
     if fp16 is not None and fp16.status != "skip":
-        print("fp16 note: the float16 row shows the precision a float16 copy would lose; it does not change the exit status.")
+        print("fp16 note: the float16 row shows the precision a float16 copy would lose; "
+              "it does not change the exit status.")
     failed = [check for check in result.failed_checks if check != "fp16"]
     if failed:
         print(f"error: {path}: {', '.join(failed)} failed; see the table above.", file=sys.stderr)
