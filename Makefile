@@ -37,7 +37,7 @@ lab: $(STAMP)
 edit: $(STAMP)
 	$(BIN)/jupyter lab solutions/ $(ALLOW_ROOT) $(LAB_ARGS)
 
-test: test-unit test-solutions test-notebooks
+test: lint test-unit test-solutions test-notebooks
 
 lint: $(STAMP)
 	$(BIN)/ruff check labsupport tests
