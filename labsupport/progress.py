@@ -248,7 +248,8 @@ CHECKLIST: tuple[ChecklistItem, ...] = (
                   ("05_tensorflow_export.SequentialFromFunction", "05_tensorflow_export.ParityReport",
                    "07_validation_and_parity.ValidateKerasConversion")),
     ChecklistItem("Load and run inference with ONNX Runtime in Python and in C++",
-                  ("01_interoperability.RoundTripParity", "02_format_internals.BuildAffineModel"),
+                  ("01_interoperability.RoundTripParity", "02_format_internals.BuildAffineModel",
+                   "08_runtime_and_providers.SymbolicAxes", "08_runtime_and_providers.BindAndRun"),
                   ("13_cpp_and_cross_runtime",)),
     ChecklistItem("Identify and fix common operator compatibility issues",
                   ("03_opsets_and_validation.UpgradeLegacyModel", "03_opsets_and_validation.FixBrokenModel",
@@ -266,7 +267,8 @@ CHECKLIST: tuple[ChecklistItem, ...] = (
     ChecklistItem("Profile model performance and identify bottlenecks",
                   ("11_benchmarking_and_profiling.OperatorTotals", "11_benchmarking_and_profiling.FractionOfPeak")),
     ChecklistItem("Deploy ONNX models with different execution providers",
-                  ("00_setup.CpuProvider",), ("08_runtime_and_providers",)),
+                  ("00_setup.CpuProvider", "08_runtime_and_providers.ChooseProviders",
+                   "08_runtime_and_providers.NodesPerProvider")),
 )
 
 
