@@ -12,6 +12,11 @@ except when ``PYTEST_CURRENT_TEST`` is in its environment; pytest sets that vari
 test sets up, which is when nbval starts the kernel. The plugin starts the kernel
 without it, so such lines reach the cell's outputs as they reach JupyterLab.
 
+Native code's stderr can reach the kernel's output thread after its cell has finished; it
+would then be published under the *next* cell and blamed on it. After each code cell the
+plugin therefore runs a tiny silent request in the same kernel and counts whatever stderr is
+published under it as the finished cell's.
+
 In the solutions run (``LABSUPPORT_EXPECT_SOLVED=1``) a tagged cell that writes nothing
 to stderr fails too, so the tag and the prose explaining it cannot go stale. Student
 notebooks are exempt from that half: a cell left with a placeholder may well stay quiet.
@@ -25,6 +30,8 @@ import pytest
 
 STDERR_TAG = "expects-stderr"
 _SHOWN_CHARACTERS = 600
+_DRAIN_CODE = "__import__('time').sleep(0.02)"
+_DRAIN_SECONDS = 30
 
 
 def _is_solutions_run() -> bool:
@@ -69,13 +76,29 @@ def pytest_configure(config) -> None:
     nbval.kernel.start_new_kernel = _start_kernel_as_jupyterlab_would(nbval.kernel.start_new_kernel)
 
 
+def late_stderr(item) -> str:
+    """Stderr the kernel publishes while it runs a silent request right after ``item``'s cell."""
+    kernel = item.parent.kernel
+    msg_id = kernel.execute_cell_input(_DRAIN_CODE, allow_stdin=False)
+    kernel.await_reply(msg_id, timeout=_DRAIN_SECONDS)
+    texts = []
+    while True:
+        message = item.parent.get_kernel_message(timeout=_DRAIN_SECONDS)
+        if message["parent_header"].get("msg_id") != msg_id:
+            continue
+        if message["msg_type"] == "stream" and message["content"].get("name") == "stderr":
+            texts.append(message["content"]["text"])
+        elif message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            return "".join(texts)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     result = yield
     cell = getattr(item, "cell", None)
     if cell is not None and cell.get("cell_type") == "code":
-        problem = stderr_problem(cell.get("metadata", {}).get("tags", []), stderr_text(item.test_outputs),
-                                 solutions_run=_is_solutions_run())
+        stderr = stderr_text(item.test_outputs) + late_stderr(item)
+        problem = stderr_problem(cell.get("metadata", {}).get("tags", []), stderr, solutions_run=_is_solutions_run())
         if problem:
             raise UnexpectedStderr(f"{item.nodeid}: {problem}")
     return result

@@ -64,3 +64,10 @@ def test_a_stale_tag_fails_the_solutions_run_but_not_the_student_run(tmp_path):
 def test_the_rule(tags, stderr, solutions_run, fragment):
     problem = stderr_problem(tags, stderr, solutions_run=solutions_run)
     assert (problem is None) if fragment is None else (fragment in problem)
+
+
+def test_native_stderr_arriving_after_its_cell_is_blamed_on_that_cell_not_the_next(tmp_path):
+    late_writer = ("import os, threading, time\n"
+                   "threading.Thread(target=lambda: (time.sleep(0.005), os.write(2, b'late native line\\n'))).start()")
+    completed = _run_nbval(tmp_path, [(late_writer, [STDERR_TAG]), ("x = 1", [])], solutions_run=True)
+    assert completed.returncode == 0, completed.stdout
