@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from labsupport.models import SEED, DigitsSplit, load_digits_split, quiet_exporter_logs
+from labsupport.models.torch_models import fit_classifier
 
 __all__ = [
     "ENCODER_HEADS",
@@ -91,21 +92,7 @@ def train_bn_cnn(data: DigitsSplit | None = None, *, epochs: int = 30, seed: int
     data = data or load_digits_split(seed=seed)
     model = build_bn_cnn(seed=seed)
     images = torch.from_numpy(data.x_train.reshape(-1, 1, 8, 8))
-    labels = torch.from_numpy(data.y_train)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    loss_function = nn.CrossEntropyLoss()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    model.train()
-    try:
-        with torch.enable_grad():
-            for _ in range(epochs):
-                optimizer.zero_grad()
-                loss_function(model(images), labels).backward()
-                optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval()
+    return fit_classifier(model, images, torch.from_numpy(data.y_train), epochs=epochs, learning_rate=0.02)
 
 
 def export_bn_cnn(path: str | Path, model: nn.Module | None = None, *, keep_batchnorm: bool = True) -> Path:

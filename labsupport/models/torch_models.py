@@ -34,6 +34,7 @@ __all__ = [
     "export_sequence_model",
     "exported_digits_cnn",
     "exported_sequence_model",
+    "fit_classifier",
     "make_sequence_data",
     "train_digits_cnn",
     "train_sequence_model",
@@ -54,24 +55,34 @@ def build_digits_cnn(seed: int = SEED) -> nn.Module:
     )
 
 
-def _fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, epochs: int, learning_rate: float) -> nn.Module:
-    """Full-batch Adam on cross-entropy; returns the model in eval mode (works inside ``torch.no_grad()`` too).
+def fit_classifier(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, epochs: int,
+                   learning_rate: float, batch_size: int | None = None, seed: int = SEED) -> nn.Module:
+    """Adam on cross-entropy, full-batch or in shuffled mini-batches; returns the model in eval mode.
 
-    Trains on one thread, then restores the caller's setting: models this small train faster
-    without thread coordination (several times faster on a busy 2-core machine), and the
-    weights then do not depend on the machine's core count.
+    The one training loop of the course's PyTorch models (it works inside ``torch.no_grad()``
+    too). With ``batch_size`` the rows are shuffled each epoch by a generator seeded with
+    ``seed``. Trains on one thread, then restores the caller's setting: models this small train
+    faster without thread coordination (several times faster on a busy 2-core machine), and
+    the weights then do not depend on the machine's core count.
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     loss_function = nn.CrossEntropyLoss()
+    order = torch.Generator().manual_seed(seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     model.train()
     try:
         with torch.enable_grad():
             for _ in range(epochs):
-                optimizer.zero_grad()
-                loss_function(model(inputs), labels).backward()
-                optimizer.step()
+                if batch_size is None:
+                    batches = [slice(None)]
+                else:
+                    shuffled = torch.randperm(len(inputs), generator=order)
+                    batches = [shuffled[start:start + batch_size] for start in range(0, len(inputs), batch_size)]
+                for batch in batches:
+                    optimizer.zero_grad()
+                    loss_function(model(inputs[batch]), labels[batch]).backward()
+                    optimizer.step()
     finally:
         torch.set_num_threads(threads)
     return model.eval()
@@ -85,7 +96,7 @@ def train_digits_cnn(data: DigitsSplit | None = None, *, epochs: int = 40, seed:
     data = data or load_digits_split(seed=seed)
     model = build_digits_cnn(seed=seed)
     images = torch.from_numpy(data.x_train.reshape(-1, 1, 8, 8))
-    return _fit(model, images, torch.from_numpy(data.y_train), epochs, learning_rate=0.02)
+    return fit_classifier(model, images, torch.from_numpy(data.y_train), epochs=epochs, learning_rate=0.02)
 
 
 def export_digits_cnn(path: str | Path, model: nn.Module | None = None) -> Path:
@@ -157,7 +168,7 @@ def train_sequence_model(*, epochs: int = 80, seed: int = SEED) -> nn.Module:
     """Train :func:`build_sequence_model` on :func:`make_sequence_data` with full-batch Adam (about a second)."""
     tokens, labels = make_sequence_data(seed=seed)
     model = build_sequence_model(seed=seed)
-    return _fit(model, torch.from_numpy(tokens), torch.from_numpy(labels), epochs, learning_rate=0.02)
+    return fit_classifier(model, torch.from_numpy(tokens), torch.from_numpy(labels), epochs=epochs, learning_rate=0.02)
 
 
 def export_sequence_model(path: str | Path, model: nn.Module | None = None) -> Path:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from labsupport.models import SEED, DigitsSplit, load_digits_split, quiet_exporter_logs
+from labsupport.models.torch_models import fit_classifier
 
 __all__ = [
     "CALIBRATION_IMAGES",
@@ -86,24 +87,8 @@ def train_wide_mlp(data: DigitsSplit | None = None, *, hidden: tuple[int, ...] =
     data = data or load_digits_split(seed=seed)
     model = build_wide_mlp(hidden, seed=seed)
     images, labels = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
-    order = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    loss_function = nn.CrossEntropyLoss()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    model.train()
-    try:
-        with torch.enable_grad():
-            for _ in range(epochs):
-                shuffled = torch.randperm(len(images), generator=order)
-                for start in range(0, len(images), batch_size):
-                    batch = shuffled[start:start + batch_size]
-                    optimizer.zero_grad()
-                    loss_function(model(images[batch]), labels[batch]).backward()
-                    optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval()
+    return fit_classifier(model, images, labels, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                          seed=seed)
 
 
 def export_wide_mlp(path: str | Path, model: nn.Module | None = None) -> Path:
