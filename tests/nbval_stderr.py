@@ -84,11 +84,13 @@ def late_stderr(item) -> str:
     texts = []
     while True:
         message = item.parent.get_kernel_message(timeout=_DRAIN_SECONDS)
-        if message["parent_header"].get("msg_id") != msg_id:
-            continue
+        # ipykernel's thread that reads file descriptor 2 tags what it reads with whichever request
+        # was current, so late output may carry the finished cell's id or this request's: both are
+        # the finished cell's, since nothing else runs in between.
         if message["msg_type"] == "stream" and message["content"].get("name") == "stderr":
             texts.append(message["content"]["text"])
-        elif message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+        elif (message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
+              and message["parent_header"].get("msg_id") == msg_id):
             return "".join(texts)
 
 
