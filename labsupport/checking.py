@@ -415,7 +415,10 @@ class ProblemView:
         """Judge the answer, show the outcome and record a pass in the learner's progress."""
         result = self.evaluate()
         icon, label = display.CHECK_LABELS[result.status]
-        text = " ".join(part for part in (result.message, self._next_step(result.status)) if part)
+        message = result.message.rstrip()
+        if message and not message.endswith((".", "!", "?")):
+            message += "."  # a library's message spliced in at the end has no full stop of its own
+        text = " ".join(part for part in (message, self._next_step(result.status)) if part)
         if result.is_correct:
             text = "Well done."
         display.show(f"{icon} **{label}** ({self.name}): {text}", f"{label} ({self.name}): {text}")

@@ -458,3 +458,14 @@ def test_repr_of_a_view_shows_the_prompt_and_the_commands():
     text = repr(view_of(Prompted))
     assert text.startswith("Exercise q1: read the opset of the model")
     assert "q1.check(), q1.hint(), q1.solution()" in text
+
+
+def test_a_message_without_a_full_stop_gets_one_before_the_next_step(capsys):
+    class Spliced(EqualityProblem):
+        vars = ("answer",)
+
+        def check(self, answer):
+            raise Incorrect("the checker refuses: w in initializer but not in graph input")
+
+    ProblemView(Spliced(), "q1", "lab", {"answer": 1}).check()
+    assert "but not in graph input. Fix it and run the cell again" in capsys.readouterr().out

@@ -332,13 +332,16 @@ def test_required_operators_split_naively_on_commas_fails():
 
     assert_check_failed(lab08.RequiredOperators, {"required_operators": naive},
                         "on the config whose first line is 'ai.onnx;13;ArgMax")
+    assert_check_failed(lab08.RequiredOperators, {"required_operators": naive},
+                        "item(s) that are not operators the config requires, for example ('ai.onnx', 13, ")
 
 
 def test_required_operators_with_string_opsets_fails():
     def string_opsets(config_text):
         return {(domain, str(opset), op_type) for domain, opset, op_type in required_operators(config_text)}
 
-    assert_check_failed(lab08.RequiredOperators, {"required_operators": string_opsets}, "not the right items")
+    assert_check_failed(lab08.RequiredOperators, {"required_operators": string_opsets},
+                        "for example ('ai.onnx', '11', 'Conv')")
 
 
 def test_required_operators_ignoring_the_second_opset_fails():

@@ -362,6 +362,19 @@ class RequiredOperators(FunctionProblem):
         lines = [line for line in args[0].splitlines() if line.strip()]
         return f"`required_operators(...)` on the config whose first line is {lines[0]!r}"
 
+    def check(self, required_operators):
+        self.require_function(required_operators)
+        for args, expected in self.cases():
+            actual = self.call_answer(required_operators, args)
+            try:
+                extra = sorted(set(actual) - expected, key=repr)
+            except TypeError:  # not a collection of hashable items: assert_equal says what it should be
+                extra = []
+            if extra:
+                raise Incorrect(f"{self.describe_call(args)} returns {len(extra)} item(s) that are not operators the "
+                                f"config requires, for example {extra[0]!r}.")
+            assert_equal(self.describe_call(args), actual, expected)
+
 
 # ---------------------------------------------------------------------------
 # Check yourself

@@ -314,12 +314,12 @@ class FoldBatchNorm(FunctionProblem):
 class PredictBasicSurvivors(Problem):
     prompt = "predict which nodes of prediction_model survive ORT_ENABLE_BASIC: a dict from op type to count"
     vars = ("surviving_ops",)
-    hints = ("Go node by node with the rules of section 5: which nodes do nothing at inference, which pairs undo "
+    hints = ("Go node by node with the rules of section 4: which nodes do nothing at inference, which pairs undo "
              "each other, which two nodes compute the same thing from the same input, and which subexpression "
              "reads only initializers?",
              "Identity, Dropout at inference, a Cast to the type the tensor already has and two Transposes that "
              "undo each other all go; the two Sigmoids become one; Sqrt of an initializer becomes an initializer. "
-             "Remember which pair of section 5 no basic rule removed.")
+             "Remember which pair of section 4 no basic rule removed.")
     solution = """surviving_ops = {"Sigmoid": 1, "Mul": 1, "Div": 1, "Unsqueeze": 1, "Squeeze": 1}"""
 
     def expected_value(self) -> dict[str, int]:
@@ -464,6 +464,10 @@ split_export.graph.node.insert(position, helper.make_node("Unsqueeze", ["mask", 
     atol = 1e-4
 
     def check_model(self, name, model):
+        fused_ops = sorted({node.op_type for node in model.graph.node if node.domain == "com.microsoft"})
+        if fused_ops:
+            raise Incorrect(f"`{name}` already holds fused {', '.join(fused_ops)} nodes: store the edited graph "
+                            "before the transformer optimizer runs (the check fuses it itself).")
         super().check_model(name, model)
         from labsupport.optimize import collect_log_messages
 

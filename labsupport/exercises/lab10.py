@@ -152,9 +152,9 @@ class ScaleZeroPoint(FunctionProblem):
     vars = ("scale_zero_point",)
     hints = ("First widen [rmin, rmax] so that it contains 0 (zero must be exact: padding and ReLU outputs are "
              "full of zeros). The scale spreads the float range over the qmax − qmin steps.",
-             "Asymmetric: the zero point is the code that rmin lands on subtracted from qmin, rounded — "
-             "round(qmin − rmin / scale). Symmetric: make the range ±max(|rmin|, |rmax|) first; the zero point is "
-             "then the middle code, (qmin + qmax) / 2 rounded.")
+             "Asymmetric: choose the zero point so that rmin maps exactly onto qmin (and round it, since it is a "
+             "code). Symmetric: first make the range symmetric around 0 using the larger magnitude; the zero point "
+             "is then the code in the middle of [qmin, qmax].")
     solution = """def scale_zero_point(rmin, rmax, qmin, qmax, symmetric=False):
     rmin, rmax = min(rmin, 0.0), max(rmax, 0.0)
     if symmetric:
@@ -387,7 +387,9 @@ class LargestSqnrDrop(FunctionProblem):
 
     def describe_call(self, args):
         errors, order = args
-        return f"`largest_sqnr_drop` on {len(errors)} tensors in the order {[name for name in order if name in errors]}"
+        unmeasured = [name for name in order if name not in errors]
+        note = f" ({', '.join(map(repr, unmeasured))} in `order` have no SQNR)" if unmeasured else ""
+        return f"`largest_sqnr_drop` on {len(errors)} tensors with SQNRs, `order` = {list(order)}{note}"
 
     def check(self, fn):
         self.require_function(fn)

@@ -231,8 +231,9 @@ class BestBatch(FunctionProblem):
                 raise Incorrect(f"{self.describe_call(args)} returned batch {actual}, whose latency {latency:g} ms is "
                                 "over the budget.")
             if actual != expected:
-                raise Incorrect(f"{self.describe_call(args)} returned batch {actual}; another batch within the budget "
-                                "processes more items per second.")
+                within = "another batch" if math.isinf(budget) else "another batch within the budget"
+                raise Incorrect(f"{self.describe_call(args)} returned batch {actual}; {within} processes more items "
+                                "per second.")
 
 
 class ConvFlops(EqualityProblem):
@@ -240,8 +241,9 @@ class ConvFlops(EqualityProblem):
     vars = ("conv2_flops",)
     hints = ("Each output value of a convolution is one dot product over its filter: (input channels) × (kernel "
              "area) multiply–adds. Count the output values first: batch × output channels × output positions.",
-             "The second Conv reads the 8 channels of the max-pooled 4 × 4 map and writes 16 channels of 4 × 4 "
-             "('same' padding). A multiply–add counts as 2 FLOPs.")
+             "Read the second Conv's shapes off the CNN built at the start of the lab: its input and output "
+             "channels, the spatial size of its output (after the pool, with 'same' padding) and its kernel. "
+             "How many FLOPs is one multiply–add?")
     solution = "conv2_flops = 2 * 64 * 16 * 4 * 4 * 8 * 3 * 3"
 
     def expected_value(self):
@@ -357,7 +359,7 @@ class FractionOfPeak(FunctionProblem):
 
     def describe_call(self, args):
         flops, latency_ms, peak = args
-        return f"`fraction_of_peak({flops:,}, {latency_ms:g}, {peak:.3g})`"
+        return f"`fraction_of_peak({flops:.6g}, {latency_ms:g}, {peak:.3g})`"
 
     def check(self, fn):
         self.require_function(fn)
