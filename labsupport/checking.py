@@ -454,10 +454,8 @@ class ProblemView:
 _LABEL = re.compile(r"q[1-9]\d*")
 
 
-def _labelled(problems: Mapping[str, type[Problem]] | Sequence[type[Problem]]) -> dict[str, type[Problem]]:
-    """A lab's problems by label. A mapping keeps its labels; a plain list is labelled by position."""
-    if not isinstance(problems, Mapping):
-        return {f"q{number}": problem for number, problem in enumerate(problems, start=1)}
+def _labelled(problems: Mapping[str, type[Problem]]) -> dict[str, type[Problem]]:
+    """A lab's problems by label, checked: labels look like ``q7`` and no class is listed twice."""
     for label, problem in problems.items():
         if not _LABEL.fullmatch(label):
             raise ValueError(f"exercise label {label!r} for {problem.__name__} should look like 'q7'")
@@ -479,8 +477,7 @@ class LabExercises(tuple):
         return "| exercise | problem | what it asks |\n|---|---|---|\n" + "\n".join(rows)
 
 
-def bind_problems(lab: str, problems: Mapping[str, type[Problem]] | Sequence[type[Problem]],
-                  namespace: dict[str, Any]) -> LabExercises:
+def bind_problems(lab: str, problems: Mapping[str, type[Problem]], namespace: dict[str, Any]) -> LabExercises:
     """Bind a lab's exercises into ``namespace`` under their labels (``q1``, ``q7``…) and return them.
 
     A label belongs to its problem, not to its position: adding, removing or moving an exercise
@@ -494,8 +491,7 @@ def bind_problems(lab: str, problems: Mapping[str, type[Problem]] | Sequence[typ
     return views
 
 
-def make_binder(lab: str, problems: Mapping[str, type[Problem]] | Sequence[type[Problem]]
-                ) -> Callable[[dict[str, Any]], LabExercises]:
+def make_binder(lab: str, problems: Mapping[str, type[Problem]]) -> Callable[[dict[str, Any]], LabExercises]:
     """Give a lab module its ``bind(globals())`` function."""
     labels = ", ".join(_labelled(problems))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from labsupport.checking import (
     assert_equal,
     bind_problems,
     contains_placeholder,
+    make_binder,
 )
 from labsupport.testing import (
     assert_check_failed,
@@ -438,7 +440,7 @@ def test_solution_prints_the_model_answer(capsys):
 
 def test_bind_problems_names_the_views_in_order():
     namespace = {"opset": 21}
-    views = bind_problems("99_test", [OpsetAnswer, ShapeAndDtype, Explain], namespace)
+    views = bind_problems("99_test", {"q1": OpsetAnswer, "q2": ShapeAndDtype, "q3": Explain}, namespace)
     assert [view.name for view in views] == ["q1", "q2", "q3"]
     assert views[1].problem_id == "99_test.ShapeAndDtype"
     assert views[0].evaluate().is_correct
@@ -446,7 +448,7 @@ def test_bind_problems_names_the_views_in_order():
 
 def test_a_view_reads_answers_assigned_after_binding():
     namespace: dict = {}
-    (q1,) = bind_problems("99_test", [OpsetAnswer], namespace)
+    (q1,) = bind_problems("99_test", {"q1": OpsetAnswer}, namespace)
     namespace["opset"] = 21
     assert q1.evaluate().is_correct
 
@@ -469,3 +471,13 @@ def test_a_message_without_a_full_stop_gets_one_before_the_next_step(capsys):
 
     ProblemView(Spliced(), "q1", "lab", {"answer": 1}).check()
     assert "but not in graph input. Fix it and run the cell again" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("problems, fragment", [
+    ({"Q1": OpsetAnswer}, "exercise label 'Q1' for OpsetAnswer should look like 'q7'"),
+    ({"q0": OpsetAnswer}, "exercise label 'q0'"),
+    ({"q1": OpsetAnswer, "q2": OpsetAnswer}, "a problem class is listed twice"),
+])
+def test_a_malformed_label_table_is_refused_when_the_lab_module_is_imported(problems, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        make_binder("99_test", problems)
