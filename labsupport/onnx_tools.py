@@ -46,10 +46,12 @@ FLOAT, UINT8, INT8, INT32, INT64, STRING, BOOL, FLOAT16, DOUBLE = 1, 2, 3, 6, 7,
 DEFAULT_DOMAIN = "ai.onnx"
 
 
-def first_line(error: BaseException) -> str:
-    """The first non-blank line of an error's message, or its class name when it has none."""
+def first_line(error: BaseException | str) -> str:
+    """The first non-blank line of an error's message (or of a text), or the error's class name when it has none."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+    if lines:
+        return lines[0]
+    return type(error).__name__ if isinstance(error, BaseException) else ""
 
 
 def elem_type_name(elem_type: int) -> str:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labsupport.onnx_tools import first_line
+
 __all__ = [
     "DEFAULT_LOG_SEVERITY",
     "DENORMAL_VALUE",
@@ -146,11 +148,6 @@ def _provider_name(entry: Any) -> str:
     return entry[0] if isinstance(entry, tuple) else str(entry)
 
 
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[0] if lines else ""
-
-
 def request_providers(model: str | Path | bytes, providers: Sequence[Any], sess_options: Any = None) -> ProviderAttempt:
     """Create an ``onnxruntime.InferenceSession`` with ``providers`` and record what happened.
 
@@ -174,8 +171,8 @@ def request_providers(model: str | Path | bytes, providers: Sequence[Any], sess_
         try:
             session = onnxruntime.InferenceSession(source, sess_options, providers=list(providers))
         except Exception as failure:  # the runtime's own error, reported as one line below
-            error = _first_line(str(failure)) or type(failure).__name__
-    messages = [f"{warning.category.__name__}: {_first_line(str(warning.message))}" for warning in caught]
+            error = first_line(failure)
+    messages = [f"{warning.category.__name__}: {first_line(warning.message)}" for warning in caught]
     messages += [f"log {record}" for record in records]
     messages += [f"printed: {line.strip()}" for line in printed.getvalue().splitlines()
                  if line.strip() and not set(line.strip()) <= {"*"}]
@@ -358,6 +355,6 @@ def probe_denormals(*, plain_session_first: bool, timeout: float = 120.0) -> Den
     command = [sys.executable, "-c", _DENORMAL_PROBE.format(value=DENORMAL_VALUE), "1" if plain_session_first else "0"]
     completed = subprocess.run(command, input=_times_one_model(), capture_output=True, timeout=timeout)
     if completed.returncode != 0:
-        raise RuntimeError(f"the denormal probe failed: {_first_line(completed.stderr.decode(errors='replace'))}")
+        raise RuntimeError(f"the denormal probe failed: {first_line(completed.stderr.decode(errors='replace'))}")
     report = json.loads(completed.stdout.decode().strip().splitlines()[-1])
     return DenormalProbe(plain_session_first, report["outputs_flushed"], report["numpy_flushes"])

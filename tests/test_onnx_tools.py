@@ -50,6 +50,8 @@ def test_the_default_opset_is_found_whatever_its_position_and_spelling(opsets):
 def test_first_line_skips_blank_lines_and_falls_back_to_the_class_name():
     assert onnx_tools.first_line(ValueError("\n\n  [ONNXRuntimeError] bad\nmore detail")) == "[ONNXRuntimeError] bad"
     assert onnx_tools.first_line(KeyError()) == "KeyError"
+    assert onnx_tools.first_line("\n  a library's log\nmore") == "a library's log"
+    assert onnx_tools.first_line("") == ""
 
 
 def test_cpu_session_runs_from_a_model_and_from_a_path(tmp_path):

@@ -23,6 +23,7 @@ from labsupport.checking import (
     make_binder,
 )
 from labsupport.onnx_problems import ModelFileProblem
+from labsupport.onnx_tools import tensor_dims
 
 LAB = "05_tensorflow_export"
 
@@ -42,7 +43,7 @@ def reference_logits() -> tuple[np.ndarray, np.ndarray]:
 
 def _dims(value: Any) -> list:
     """A value info's dimensions: an int for a fixed size, None for a symbolic one."""
-    return [dim.dim_value if dim.HasField("dim_value") else None for dim in value.type.tensor_type.shape.dim]
+    return [dim if isinstance(dim, int) else None for dim in tensor_dims(value) or ()]
 
 
 def _shape_text(dims: list) -> str:

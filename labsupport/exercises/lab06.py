@@ -23,6 +23,7 @@ from labsupport.checking import (
     make_binder,
 )
 from labsupport.onnx_problems import OnnxModelProblem
+from labsupport.onnx_tools import cpu_session
 
 LAB = "06_classical_ml_export"
 
@@ -38,10 +39,7 @@ DOUBLE = 11  # onnx.TensorProto.DOUBLE
 
 def run_onnx(model, feeds) -> list:
     """Run an ONNX ModelProto in ONNX Runtime (CPU) and return all its outputs."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, dict(feeds))
+    return cpu_session(model).run(None, dict(feeds))
 
 
 def zipmap_to_matrix(rows) -> np.ndarray:

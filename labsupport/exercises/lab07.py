@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from labsupport.checking import FunctionProblem, Incorrect, Problem, ThoughtExperiment, assert_equal, make_binder
+from labsupport.onnx_tools import cpu_session
 
 LAB = "07_validation_and_parity"
 
@@ -121,16 +122,13 @@ def reference_mlp_path() -> Path:
 @functools.lru_cache(maxsize=1)
 def reference_fp16_figures() -> tuple[float, float]:
     """(max |float16 − float32| over the test logits, smallest top-2 gap of the float32 logits)."""
-    import onnxruntime
-
     from labsupport.models import load_digits_split
     from labsupport.validate import convert_to_float16
 
     pixels = load_digits_split().x_test
     path = reference_mlp_path()
-    full = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"pixels": pixels})[0]
-    half_model = convert_to_float16(path).SerializeToString()
-    half = onnxruntime.InferenceSession(half_model, providers=["CPUExecutionProvider"]).run(None, {"pixels": pixels})[0]
+    full = cpu_session(path).run(None, {"pixels": pixels})[0]
+    half = cpu_session(convert_to_float16(path)).run(None, {"pixels": pixels})[0]
     top_two = np.sort(full, axis=1)[:, -2:]
     return float(np.abs(half.astype(np.float64) - full).max()), float((top_two[:, 1] - top_two[:, 0]).min())
 
