@@ -49,6 +49,7 @@ __all__ = [
     "Uncheckable",
     "assert_equal",
     "bind_problems",
+    "call_learner",
     "contains_placeholder",
     "is_strict",
     "make_binder",
@@ -283,6 +284,26 @@ class EqualityProblem(Problem):
             assert_equal(name, value, want, rtol=self.rtol, atol=self.atol)
 
 
+def call_learner(fn: Callable, args: tuple, *, name: str, call: str, copy_arguments: bool = True,
+                 must_return: bool = True) -> Any:
+    """Call a learner's function ``name`` safely; ``call`` is how messages name the call (in backticks).
+
+    An exception it raises, a placeholder it returns or a missing ``return`` becomes the outcome
+    (Incorrect or Not attempted) instead of a traceback. The arguments are deep-copied so that a
+    function that changes them cannot spoil the next case; pass ``copy_arguments=False`` for
+    arguments that cannot be copied (ONNX Runtime sessions), built afresh for each call.
+    """
+    try:
+        actual = fn(*(copy.deepcopy(args) if copy_arguments else args))
+    except Exception as error:  # the learner's code failed: report it, do not crash
+        raise Incorrect(f"{call} raised {type(error).__name__}: {error}.") from None
+    if contains_placeholder(actual):
+        raise NotAttempted(f"`{name}` still returns the placeholder `____`.")
+    if actual is None and must_return:
+        raise Incorrect(f"{call} returned None. Did you forget a `return` statement?")
+    return actual
+
+
 class FunctionProblem(Problem):
     """The variable must be a function that returns the expected value on each test case.
 
@@ -308,21 +329,8 @@ class FunctionProblem(Problem):
             raise Incorrect(f"`{self.vars[0]}` should be a function, but it is a {_type_name(fn)}.")
 
     def call_answer(self, fn: Callable, args: tuple, *, must_return: bool = True) -> Any:
-        """Call the learner's function on a copy of ``args``.
-
-        An exception it raises, a placeholder it returns or a missing ``return`` becomes
-        the outcome (Incorrect or Not attempted) instead of a traceback.
-        """
-        call = self.describe_call(args)
-        try:
-            actual = fn(*copy.deepcopy(args))
-        except Exception as error:  # the learner's code failed: report it, do not crash
-            raise Incorrect(f"{call} raised {type(error).__name__}: {error}.") from None
-        if contains_placeholder(actual):
-            raise NotAttempted(f"`{self.vars[0]}` still returns the placeholder `____`.")
-        if actual is None and must_return:
-            raise Incorrect(f"{call} returned None. Did you forget a `return` statement?")
-        return actual
+        """Call the learner's function on a copy of ``args``, as :func:`call_learner` does."""
+        return call_learner(fn, args, name=self.vars[0], call=self.describe_call(args), must_return=must_return)
 
     def check(self, fn: Any) -> None:
         self.require_function(fn)

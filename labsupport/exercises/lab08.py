@@ -11,7 +11,7 @@ parts), so the checks stay fast and never depend on the notebook's state.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,10 @@ import numpy as np
 from labsupport.checking import (
     FunctionProblem,
     Incorrect,
-    NotAttempted,
     Problem,
     ThoughtExperiment,
     assert_equal,
-    contains_placeholder,
+    call_learner,
     make_binder,
 )
 
@@ -106,22 +105,6 @@ def digit_images(count: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((count, 1, 8, 8), dtype=np.float32)
 
 
-def _call(problem: Problem, fn: Callable, args: tuple, description: str) -> Any:
-    """Call the learner's function like ``FunctionProblem.call_answer``, without copying the arguments.
-
-    Sessions cannot be deep-copied, and each check builds fresh ones, so nothing is shared.
-    """
-    try:
-        result = fn(*args)
-    except Exception as error:  # the learner's code failed: report it, do not crash
-        raise Incorrect(f"{description} raised {type(error).__name__}: {error}.") from None
-    if contains_placeholder(result):
-        raise NotAttempted(f"`{problem.vars[0]}` still returns the placeholder `____`.")
-    if result is None:
-        raise Incorrect(f"{description} returned None. Did you forget a `return` statement?")
-    return result
-
-
 # ---------------------------------------------------------------------------
 # Exercises
 # ---------------------------------------------------------------------------
@@ -155,7 +138,7 @@ class SymbolicAxes(Problem):
             raise Incorrect(f"`symbolic_axes` should be a function, but it is a {type(fn).__name__}.")
         for description, model, expected in self.cases():
             call = f"`symbolic_axes(session)` on {description}"
-            actual = _call(self, fn, (make_session(model),), call)
+            actual = call_learner(fn, (make_session(model),), name=self.vars[0], call=call, copy_arguments=False)
             if not isinstance(actual, dict):
                 raise Incorrect(f"{call} returned a {type(actual).__name__}; return a dict keyed by input name.")
             if sorted(map(str, actual)) != sorted(expected):
@@ -237,7 +220,7 @@ class BindAndRun(Problem):
         for count, seed in ((5, 1), (12, 2)):
             session, images = make_session(classifier_model(seed)), digit_images(count, seed)
             call = f"`bind_and_run(session, images)` on {count} images"
-            binding = _call(self, fn, (session, images), call)
+            binding = call_learner(fn, (session, images), name=self.vars[0], call=call, copy_arguments=False)
             if not (hasattr(binding, "copy_outputs_to_cpu") and hasattr(binding, "bind_output")):
                 raise Incorrect(f"{call} returned a {type(binding).__name__}; return the binding that "
                                 "`session.io_binding()` made, after running it.")
@@ -295,7 +278,7 @@ class NodesPerProvider(Problem):
         for description, model, providers in self.cases():
             session = make_session(model, providers, record_assignments=True)
             call = f"`nodes_per_provider(session)` on {description}"
-            actual = _call(self, fn, (session,), call)
+            actual = call_learner(fn, (session,), name=self.vars[0], call=call, copy_arguments=False)
             expected = self.reference(session)
             if not isinstance(actual, dict):
                 raise Incorrect(f"{call} returned a {type(actual).__name__}; return a dict from provider name to "

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from labsupport.checking import FunctionProblem, Incorrect, Problem, ThoughtExperiment, assert_equal, make_binder
+from labsupport.checking import (
+    FunctionProblem,
+    Incorrect,
+    Problem,
+    ThoughtExperiment,
+    assert_equal,
+    call_learner,
+    make_binder,
+)
 
 LAB = "10_quantization"
 
@@ -74,11 +82,11 @@ def dequantize(q, scale, zero_point):
         for x, scale, zero_point, qmin, qmax in _QUANTIZE_CASES:
             call = (f"`quantize` on {_describe_array(x)} with scale {scale:.4g}, zero point {zero_point}, "
                     f"[{qmin}, {qmax}]")
-            actual = _call(quantize, call, x, scale, zero_point, qmin, qmax)
+            actual = call_learner(quantize, (x, scale, zero_point, qmin, qmax), name="quantize", call=call)
             self._check_codes(call, actual, x, scale, zero_point, qmin, qmax)
         for q, scale, zero_point in _DEQUANTIZE_CASES:
             call = f"`dequantize` on {_describe_array(q)} with scale {scale:.4g}, zero point {zero_point}"
-            actual = _call(dequantize, call, q, scale, zero_point)
+            actual = call_learner(dequantize, (q, scale, zero_point), name="dequantize", call=call)
             expected = _reference_dequantize(q, scale, zero_point)
             if np.shape(actual) != expected.shape:
                 raise Incorrect(f"{call} returned shape {np.shape(actual)}; expected {expected.shape}.")
@@ -115,22 +123,6 @@ def dequantize(q, scale, zero_point):
             raise Incorrect(f"{call} subtracts the zero point; quantizing adds it (dequantizing subtracts it).")
         wrong = int(np.sum(actual_array != expected))
         raise Incorrect(f"{call}: {wrong} of the {expected.size} codes are wrong.")
-
-
-def _call(function, call, *args):
-    import copy
-
-    from labsupport.checking import NotAttempted, contains_placeholder
-
-    try:
-        actual = function(*copy.deepcopy(args))
-    except Exception as error:  # the learner's code failed: report it, do not crash
-        raise Incorrect(f"{call} raised {type(error).__name__}: {error}.") from None
-    if contains_placeholder(actual):
-        raise NotAttempted(f"{call.split('`')[1]} still returns the placeholder `____`.")
-    if actual is None:
-        raise Incorrect(f"{call} returned None. Did you forget a `return` statement?")
-    return actual
 
 
 # ---------------------------------------------------------------------------
