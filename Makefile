@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # nbval runs each notebook in a kernel of this environment; progress goes to a scratch folder
 NBVAL := $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p tests.notebook_timing -p tests.nbval_stderr -q
 
-.PHONY: lab edit test test-unit test-solutions test-notebooks test-lab lint setup notebooks lock clean
+.PHONY: lab edit test test-unit test-solutions test-notebooks test-lab lint setup system-packages native node notebooks lock clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,33 @@ $(STAMP): requirements-lock.txt pyproject.toml
 	$(BIN)/python -m labsupport doctor --quiet
 	@touch $@
 
+# Debian packages the native labs build with (13: the C++ CLI and custom operator; 14: the
+# service and the wrk load generator). Installed when missing and make runs as root; otherwise
+# make prints the one command to run. `make test` needs them; `make lab` only reports them.
+DEB_PACKAGES := cmake g++ libcpp-httplib-dev nlohmann-json3-dev wrk
+
+system-packages:
+	@command -v dpkg-query >/dev/null || { echo "note: not a Debian system: labs 13-14 need cmake, a C++17 compiler," \
+		"cpp-httplib, nlohmann-json and wrk; python -m labsupport doctor says what is missing"; exit 0; }; \
+	missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed \
+		|| printf ' %s' $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing; \
+	else echo "error: labs 13-14 need the Debian packages$$missing; run: sudo apt-get install -y$$missing"; exit 2; fi
+
+# Labs 13-14 build C++ against the onnxruntime wheel's library: find ONNX Runtime's C++ headers
+# (ORT_ROOT, the system's, or Debian trixie's libonnxruntime-dev fetched once into the user
+# cache) and build the course's C++ projects there. Downloads happen here, never in a lab.
+native: $(STAMP) system-packages
+	$(BIN)/python -m labsupport native setup
+
+# Lab 13 also runs a model in Node.js: onnxruntime-node installed once into the user cache with
+# npm install --ignore-scripts. Without Node.js or npm it prints the fix; outside CI make goes on
+# (the lab's Node.js cells explain what is missing), with CI=true it stops.
+node: $(STAMP)
+	$(BIN)/python -m labsupport node setup || [ "$$CI" != true ]
+
 # JupyterLab refuses to start as root unless told; containers often run as root
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
@@ -30,6 +57,9 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 WORKSPACE ?= workspace
 
 lab: $(STAMP)
+	-@$(MAKE) --no-print-directory system-packages
+	-$(BIN)/python -m labsupport native setup
+	-$(BIN)/python -m labsupport node setup
 	$(BIN)/python -m labsupport seed-workspace --workspace "$(WORKSPACE)"
 	$(BIN)/jupyter lab "$(WORKSPACE)" $(ALLOW_ROOT) $(LAB_ARGS)
 
@@ -42,11 +72,11 @@ test: lint test-unit test-solutions test-notebooks
 lint: $(STAMP)
 	$(BIN)/ruff check labsupport tests
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) native node
 	$(BIN)/python -m pytest tests
 
 # One lab while you write it: make test-lab LAB=03 (its exercise tests, then both notebooks)
-test-lab: $(STAMP)
+test-lab: $(STAMP) native node
 	@test -n "$(LAB)" || { echo "error: say which lab, e.g. make test-lab LAB=03"; exit 2; }
 	@ls solutions/$(LAB)_*.ipynb >/dev/null 2>&1 || { echo "error: no solutions/$(LAB)_*.ipynb; labs are $$(ls solutions | cut -c1-2 | tr '\n' ' ')"; exit 2; }
 	$(BIN)/python -m labsupport build-notebooks --check --lab $(LAB)
@@ -56,10 +86,10 @@ test-lab: $(STAMP)
 	LABSUPPORT_STRICT=1 LABSUPPORT_EXPECT_SOLVED=1 $(NBVAL) solutions/$(LAB)_*.ipynb
 	$(NBVAL) notebooks/$(LAB)_*.ipynb
 
-test-solutions: $(STAMP)
+test-solutions: $(STAMP) native node
 	LABSUPPORT_STRICT=1 LABSUPPORT_EXPECT_SOLVED=1 $(NBVAL) solutions
 
-test-notebooks: $(STAMP)
+test-notebooks: $(STAMP) native node
 	$(NBVAL) notebooks
 
 # make notebooks LAB=03 regenerates that lab only

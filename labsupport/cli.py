@@ -8,6 +8,9 @@ Commands:
   check MODEL.onnx  validate a model file with lab 07's harness
                     (exit 0 valid, 1 fails a check, 2 cannot be read or used)
   bench MODEL.onnx  latency percentiles and throughput with ONNX Runtime, per batch size and thread count (lab 11)
+  native setup      find or fetch ONNX Runtime's C++ headers, build the course's C++ projects (lab 13)
+  native status     what the C++ builds would use, and the header/library API versions (nothing fetched or built)
+  node setup        install onnxruntime-node into the cache with npm, then run a test model in Node.js (lab 13)
 """
 
 from __future__ import annotations
@@ -265,6 +268,39 @@ def _seed_workspace(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _native(arguments: argparse.Namespace) -> int:
+    from labsupport import native
+
+    try:
+        if arguments.action == "setup":
+            native.setup_toolchain(fetch=True)
+        else:
+            print(native.find_toolchain(fetch=False).describe())
+    except native.NativeToolchainError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _node_setup(arguments: argparse.Namespace) -> int:
+    from labsupport import node
+
+    try:
+        version = node.node_version()
+        package, installed_now = node.install_npm_package(node.ORT_NODE_PACKAGE, node.ORT_NODE_VERSION)
+        smoke = node.check_node_runtime()
+    except node.NodeRuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"Node.js {version}")
+    print(f"{node.ORT_NODE_PACKAGE} {node.ORT_NODE_VERSION} {'installed now' if installed_now else 'already installed'}"
+          f" in {package}")
+    print("  (npm install --ignore-scripts: the package's install script would download CUDA and TensorRT provider "
+          "libraries from NuGet; its CPU binaries are in the package itself)")
+    print(smoke)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labsupport", description="Helpers of the ONNX Interoperability Workbook.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -311,5 +347,15 @@ def main(argv: list[str] | None = None) -> int:
                        help="the most the inputs of one run may take, e.g. 4GiB "
                             "(default 1GiB, or $LABSUPPORT_MAX_INPUT_BYTES)")
     bench.set_defaults(run=_bench)
+    native_command = commands.add_parser("native", help="the C++ toolchain of lab 13 (ONNX Runtime from C++)")
+    native_actions = native_command.add_subparsers(dest="action", required=True)
+    native_actions.add_parser("setup", help="find or fetch the headers, build the C++ projects; say what was used "
+                              "and why").set_defaults(run=_native)
+    native_actions.add_parser("status", help="what the builds would use; fetches and builds nothing").set_defaults(
+        run=_native)
+    node_command = commands.add_parser("node", help="the Node.js runtime of lab 13 (onnxruntime-node)")
+    node_actions = node_command.add_subparsers(dest="action", required=True)
+    node_setup = node_actions.add_parser("setup", help="install onnxruntime-node into the cache with npm (once)")
+    node_setup.set_defaults(run=_node_setup)
     arguments = parser.parse_args(argv)
     return arguments.run(arguments)

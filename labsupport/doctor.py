@@ -165,7 +165,7 @@ def _ort_library() -> str | None:
 
 
 def _check_native(report: DoctorReport) -> None:
-    needed = "needed from the coming lab 13 (C++ and Node.js deployment)"
+    needed = "needed by lab 13 (C++ and Node.js deployment) and the coming lab 14"
     tools = {"cmake": "apt-get install cmake", "g++": "apt-get install g++", "make": "apt-get install make",
              "node": "install Node.js 20 (apt-get install nodejs npm)", "npm": "apt-get install npm"}
     for command, fix in tools.items():
@@ -175,13 +175,36 @@ def _check_native(report: DoctorReport) -> None:
     library = _ort_library()
     report.findings.append(Finding("Native toolchain", "libonnxruntime", "ok" if library else "warn",
                                    library or "the onnxruntime wheel's C library was not found", _FIX))
-    candidates = [Path(os.environ["ORT_ROOT"]) / "include"] if os.environ.get("ORT_ROOT") else []
-    candidates.append(Path("/usr/include/onnxruntime"))
-    headers = next((str(path) for path in candidates if (path / "onnxruntime_cxx_api.h").exists()
-                    or (path / "onnxruntime" / "onnxruntime_cxx_api.h").exists()), None)
-    report.findings.append(Finding("Native toolchain", "C++ headers", "ok" if headers else "warn",
-                                   headers or ("not installed yet; the coming lab 13 fetches them into a cache "
-                                               "when it needs them")))
+    _check_native_headers(report)
+
+
+def _check_native_headers(report: DoctorReport) -> None:
+    """ONNX Runtime's C++ headers as labsupport.native finds them (ORT_ROOT, system, Debian cache), and the skew."""
+    from labsupport import native
+
+    try:
+        toolchain = native.find_toolchain()
+    except native.NativeToolchainError as error:
+        report.findings.append(Finding("Native toolchain", "C++ headers", "warn", str(error),
+                                       "`python -m labsupport native setup` (fetches the headers once)"))
+        return
+    report.findings.append(Finding("Native toolchain", "C++ headers", "ok",
+                                   f"{toolchain.include_dir} ({toolchain.headers_from}): C API "
+                                   f"{toolchain.header_api_version}, the wheel's library serves up to "
+                                   f"{toolchain.library_api_version}"))
+
+
+def _check_node_package(report: DoctorReport) -> None:
+    from labsupport import node
+
+    try:
+        package = node.npm_package(node.ORT_NODE_PACKAGE, node.ORT_NODE_VERSION)
+    except node.NodeRuntimeError:
+        report.findings.append(Finding("Node.js", node.ORT_NODE_PACKAGE, "warn",
+                                       f"{node.ORT_NODE_VERSION} not installed; lab 13 runs a model in Node.js with it",
+                                       f"`{node.SETUP_COMMAND}` (downloads it once with npm)"))
+        return
+    report.findings.append(Finding("Node.js", node.ORT_NODE_PACKAGE, "ok", f"{node.ORT_NODE_VERSION} in {package}"))
 
 
 def diagnose(*, native: bool = True) -> DoctorReport:
@@ -193,4 +216,5 @@ def diagnose(*, native: bool = True) -> DoctorReport:
     _check_cpu(report)
     if native:
         _check_native(report)
+        _check_node_package(report)
     return report

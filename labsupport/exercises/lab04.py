@@ -324,7 +324,7 @@ class CustomDomainTradeoff(ThoughtExperiment):
         "TensorRT or OpenVINO, an ONNX Runtime contrib or custom op), when the decomposition would be large or "
         "numerically worse, or when the operator cannot be expressed in standard ONNX at all. The price is "
         "portability: every runtime that loads the file must be told how to run the node, so ship with the model "
-        "either the custom-operator library registered in each runtime (the coming lab 13) or a model-local function "
+        "either the custom-operator library registered in each runtime (lab 13 builds one) or a model-local function "
         "(FunctionProto) in that domain whose body uses standard operators, which runtimes without a kernel "
         "inline. Document the domain, version and semantics, and test parity for each runtime you support. "
         "Otherwise decompose: a file of standard operators runs everywhere.")
