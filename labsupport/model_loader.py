@@ -254,6 +254,10 @@ def _check_external_data(path: Path, model: Any) -> None:
                                 "folder, which ONNX and ONNX Runtime refuse to read; save the model again with its "
                                 "data beside it.")
         data_file = path.parent / location
+        if location and not data_file.resolve().is_relative_to(path.parent.resolve()):  # '..' is ruled out: a link
+            raise _refuse(path, f"tensor '{tensor.name}' keeps its weights in '{location}', which resolves through a "
+                                f"symbolic link to {data_file.resolve()}, outside the model's folder, which ONNX and "
+                                "ONNX Runtime refuse to read; replace the link with the file itself.")
         if not location or not data_file.is_file():
             raise _refuse(path, f"its weights are stored in '{location}', which is not beside it in {path.parent}; "
                                 "copy the .data file together with the .onnx file.")

@@ -231,6 +231,36 @@ def test_external_data_outside_the_models_folder_is_refused(tmp_path, location):
     assert f"keeps its weights in '{location}', outside the model's folder" in refusal(path).reason
 
 
+@posix_only
+def test_external_data_linked_from_outside_the_models_folder_is_refused(tmp_path):
+    """A relative location that is a symbolic link out of the folder escapes it as surely as '../' does."""
+    (tmp_path / "models").mkdir()
+    path = _external_model(tmp_path / "models")
+    (tmp_path / "models" / "affine.onnx.data").rename(tmp_path / "elsewhere.data")
+    (tmp_path / "models" / "affine.onnx.data").symlink_to(tmp_path / "elsewhere.data")
+    assert refusal(path).reason.startswith(f"tensor 'w' keeps its weights in 'affine.onnx.data', which resolves "
+                                           f"through a symbolic link to {tmp_path / 'elsewhere.data'}, outside")
+
+
+@posix_only
+def test_external_data_in_a_linked_folder_outside_the_models_folder_is_refused(tmp_path):
+    (tmp_path / "models").mkdir()
+    path = _external_model(tmp_path / "models", "weights/affine.onnx.data")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "models" / "affine.onnx.data").rename(tmp_path / "elsewhere" / "affine.onnx.data")
+    (tmp_path / "models" / "weights").symlink_to(tmp_path / "elsewhere")
+    assert "which resolves through a symbolic link to" in refusal(path).reason
+
+
+@posix_only
+def test_external_data_linked_within_the_models_folder_is_read(tmp_path):
+    path = _external_model(tmp_path)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "affine.onnx.data").rename(tmp_path / "weights" / "affine.data")
+    (tmp_path / "affine.onnx.data").symlink_to(tmp_path / "weights" / "affine.data")
+    assert load_model(path).graph.name == "affine"
+
+
 def test_external_data_shorter_than_the_model_needs_is_refused_with_both_sizes(tmp_path):
     path = _external_model(tmp_path)
     (tmp_path / "affine.onnx.data").write_bytes(b"\0" * 8)
