@@ -284,6 +284,16 @@ class EqualityProblem(Problem):
             assert_equal(name, value, want, rtol=self.rtol, atol=self.atol)
 
 
+def _sentence(text: str) -> str:
+    """``text`` ending as one sentence: trailing spaces dropped, a full stop added unless it ends with one.
+
+    A library's message spliced in at the end may end with a space (NumPy's broadcasting error
+    does) or with its own full stop; either way the sentence ends once, without a stray space.
+    """
+    text = text.rstrip()
+    return text if not text or text.endswith((".", "!", "?")) else text + "."
+
+
 def call_learner(fn: Callable, args: tuple, *, name: str, call: str, copy_arguments: bool = True,
                  must_return: bool = True) -> Any:
     """Call a learner's function ``name`` safely; ``call`` is how messages name the call (in backticks).
@@ -296,7 +306,7 @@ def call_learner(fn: Callable, args: tuple, *, name: str, call: str, copy_argume
     try:
         actual = fn(*(copy.deepcopy(args) if copy_arguments else args))
     except Exception as error:  # the learner's code failed: report it, do not crash
-        raise Incorrect(f"{call} raised {type(error).__name__}: {error}.") from None
+        raise Incorrect(_sentence(f"{call} raised {type(error).__name__}: {error}")) from None
     if contains_placeholder(actual):
         raise NotAttempted(f"`{name}` still returns the placeholder `____`.")
     if actual is None and must_return:
@@ -407,7 +417,7 @@ class ProblemView:
             return CheckResult("uncheckable", str(outcome))
         except Exception as error:  # an answer so unexpected that judging it failed
             names = ", ".join(f"`{var}`" for var in self.problem.vars)
-            return CheckResult("incorrect", f"Checking {names} failed with {type(error).__name__}: {error}.")
+            return CheckResult("incorrect", _sentence(f"Checking {names} failed with {type(error).__name__}: {error}"))
         return CheckResult("correct", "")
 
     def _next_step(self, status: str) -> str:
@@ -423,9 +433,7 @@ class ProblemView:
         """Judge the answer, show the outcome and record a pass in the learner's progress."""
         result = self.evaluate()
         icon, label = display.CHECK_LABELS[result.status]
-        message = result.message.rstrip()
-        if message and not message.endswith((".", "!", "?")):
-            message += "."  # a library's message spliced in at the end has no full stop of its own
+        message = _sentence(result.message)  # a library's message spliced in at the end has no full stop of its own
         text = " ".join(part for part in (message, self._next_step(result.status)) if part)
         if result.is_correct:
             text = "Well done."

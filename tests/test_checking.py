@@ -251,6 +251,18 @@ def test_function_problem_reports_the_call_that_raised_and_the_exception():
     assert_check_failed(Double, {"double": double}, "`double(2)` raised ZeroDivisionError")
 
 
+@pytest.mark.parametrize("library_message, ending", [
+    ("operands could not be broadcast together with shapes (32,3,8,8) (3,) ", "shapes (32,3,8,8) (3,)."),
+    ("division by zero.", "ZeroDivisionError: division by zero."),
+])
+def test_a_spliced_library_message_ends_in_one_full_stop_without_a_stray_space(library_message, ending):
+    def double(x):
+        raise ZeroDivisionError(library_message) if "zero" in library_message else ValueError(library_message)
+
+    result = evaluate(Double, {"double": double})
+    assert result.status == "incorrect" and result.message.endswith(ending), result.message
+
+
 def test_function_problem_detects_a_missing_return():
     def double(x):
         2 * x

@@ -9,13 +9,17 @@ CNNs is left to the notebook run, which asserts their accuracy.
 from __future__ import annotations
 
 import importlib
+import re
+from pathlib import Path
 
+import nbformat
 import numpy as np
 import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from labsupport.checking import ThoughtExperiment
 from labsupport.exercises import lab12
 from labsupport.interop import import_openvino
 from labsupport.onnx_tools import cpu_session, tensor_dims
@@ -23,6 +27,7 @@ from labsupport.testing import assert_check_failed, assert_check_passed, assert_
 
 ov = import_openvino()  # openvino with its telemetry off, before anything imports it
 hints = importlib.import_module("openvino.properties.hint")
+ROOT = Path(__file__).resolve().parent.parent
 
 # ---------------------------------------------------------------------------
 # Reference helpers
@@ -47,15 +52,50 @@ def test_the_two_pipelines_have_each_frameworks_layout_and_scale():
     assert keras_input.min() >= -1 and keras_input.max() <= 1
 
 
-def test_the_reference_preprocessing_graph_computes_torch_style_and_merges_with_the_export(tmp_path):
+def test_the_reference_preprocessing_graph_computes_torch_style_and_merges_once_its_ir_version_is_the_cnns(tmp_path):
     frames = lab12.colour_digits().test_frames[:9]
     model = lab12.preprocessing_model()
     assert np.array_equal(cpu_session(model).run(None, {"frames": frames})[0], lab12.torch_style(frames))
     path = lab12.export_colour_cnn(tmp_path / "cnn.onnx", lab12.build_colour_cnn().eval())
     cnn = onnx.load(path)
-    assert (cnn.ir_version, cnn.opset_import[0].version) == (model.ir_version, lab12.CNN_OPSET)
+    assert cnn.opset_import[0].version == lab12.CNN_OPSET and model.ir_version > cnn.ir_version
+    with pytest.raises(ValueError, match="IR version mismatch"):
+        onnx.compose.merge_models(model, cnn, io_map=[("pixels", "pixels")])
+    model.ir_version = cnn.ir_version
     merged = onnx.compose.merge_models(model, cnn, io_map=[("pixels", "pixels")])
     assert [value.name for value in merged.graph.input] == ["frames"]
+
+
+def _code_cells(folder: str) -> list[str]:
+    cells = nbformat.read(str(ROOT / folder / f"{lab12.LAB}.ipynb"), as_version=4).cells
+    return [cell.source for cell in cells if cell.cell_type == "code"]
+
+
+def _markdown_after(code_fragment: str) -> str:
+    cells = nbformat.read(str(ROOT / "solutions" / f"{lab12.LAB}.ipynb"), as_version=4).cells
+    index = next(index for index, cell in enumerate(cells) if cell.cell_type == "code" and code_fragment in cell.source)
+    return cells[index + 1].source
+
+
+@pytest.mark.parametrize("label", [label for label, problem in lab12.PROBLEMS.items()
+                                   if not issubclass(problem, ThoughtExperiment)])
+def test_each_exercise_cell_has_only_the_blanks_its_not_attempted_message_names(label):
+    code = _code_cells("notebooks")
+    check = next(index for index, source in enumerate(code) if f"{label}.check()" in source)
+    start = max((index for index, source in enumerate(code[:check]) if ".check()" in source), default=0)
+    blanks = {name for source in code[start + 1:check] for name in re.findall(r"^(\w+) = ____$", source, re.M)}
+    assert blanks <= set(lab12.PROBLEMS[label].vars), f"{label}'s cell has the blanks {sorted(blanks)}"
+
+
+def test_the_keras_cnns_generated_batch_name_is_explained_below_the_cell_that_prints_it():
+    assert "`unk__`" in _markdown_after('print(f"{name}: input {session.get_inputs()[0].shape}")')
+
+
+def test_the_reference_answer_to_exercise_4_is_what_the_notebook_merges_after_setting_its_ir_version():
+    assert lab12.preprocessing_model() == _reference_preprocessing()
+    assert "reference answer to exercise 4" in _markdown_after("compose.merge_models(reference_preprocessing")
+    merging = next(source for source in _code_cells("solutions") if "deployed = compose.merge_models" in source)
+    assert "reference_preprocessing.ir_version = cnn_model.ir_version" in merging
 
 
 def test_an_export_without_a_dynamic_batch_fixes_it_in_the_interface_and_the_reshape(tmp_path):
@@ -136,11 +176,22 @@ def _width_height(frames):
 
 
 def _torch_tensor(frames):
-    return torch.from_numpy(lab12.torch_style(frames))
+    mean, std = _mean_std()
+    return torch.from_numpy(((frames.astype(np.float32) / 255 - mean) / std).transpose(0, 3, 1, 2))
 
 
 def _no_return(frames):
-    lab12.torch_style(frames)
+    unit = frames.astype(np.float32) / 255
+    (unit - lab12.MEAN) / lab12.STD
+
+
+def _normalized_after_transposing_the_frames(frames):
+    mean, std = _mean_std()
+    return (frames.astype(np.float32).transpose(0, 3, 1, 2) / 255 - mean) / std
+
+
+def _calls_the_reference(frames):
+    return lab12.torch_style(frames)
 
 
 @pytest.mark.parametrize("wrong, fragment", [
@@ -155,6 +206,10 @@ def _no_return(frames):
     (_width_height, "rows and columns are swapped"),
     (_torch_tensor, "returned a Tensor; return a NumPy array"),
     (_no_return, "returned None. Did you forget a `return` statement?"),
+    (_normalized_after_transposing_the_frames, "raised ValueError: operands could not be broadcast together with "
+                                               "shapes (32,3,8,8) (3,)."),
+    (lab12.torch_style, "`torch_preprocess` is `lab12.torch_style` itself, the reference this check compares with"),
+    (_calls_the_reference, "`torch_preprocess` calls `lab12.torch_style`, the reference this check compares with"),
 ])
 def test_torch_preprocess_wrong_answers_are_reported(wrong, fragment):
     assert_check_failed(lab12.TorchPreprocess, {"torch_preprocess": wrong}, fragment)
@@ -204,13 +259,42 @@ def _output_renamed(node):
     return [conv, activation]
 
 
+def _conv_keeps_every_attribute(node):
+    conv, activation = lab12.unfused_conv(node)
+    conv.attribute.extend(attribute for attribute in node.attribute if attribute.name == "activation")
+    return [conv, activation]
+
+
+def _always_relu(node):
+    attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
+    attributes.pop("activation")
+    attributes.pop("activation_params", None)
+    return [helper.make_node("Conv", list(node.input), ["conv_out"], **attributes),
+            helper.make_node("Relu", ["conv_out"], list(node.output))]
+
+
+def _activation_first(node):
+    conv, activation = lab12.unfused_conv(node)
+    return [activation, conv]
+
+
 @pytest.mark.parametrize("wrong, fragment", [
-    (_renamed_to_conv, "fails the checker: Unrecognized attribute: activation for operator Conv"),
+    (_renamed_to_conv, "the node that writes 'y' is a Conv; it should be the activation the `activation` attribute "
+                       "names, Relu here"),
+    (_conv_keeps_every_attribute, "fails the checker: Unrecognized attribute: activation for operator Conv"),
+    (_parameters_dropped, "a FusedConv with activation LeakyRelu and activation_params [0.1] computes values up to"),
     (_parameters_dropped, "pass activation_params on to the activation's attributes"),
-    (_activation_dropped, "computes values up to"),
+    (_activation_dropped, "the node that writes 'y' is a Conv"),
+    (_always_relu, "a FusedConv with activation LeakyRelu and activation_params [0.1]: the node that writes 'y' is a "
+                   "Relu; it should be the activation the `activation` attribute names, LeakyRelu here"),
+    (_activation_first, "fails the checker: Nodes in a graph must be topologically sorted, however input 'y_conv' of "
+                        "node: name: fused_conv_activation OpType: Relu is not output of any previous nodes. Return "
+                        "the nodes in the order they run"),
     (lambda node: [node], "still returns com.microsoft::FusedConv"),
     (_output_renamed, "no returned node writes 'y'"),
     (lambda node: lab12.unfused_conv(node)[0], "returned a NodeProto; return a list of onnx.NodeProto"),
+    (lambda node: [None], "returned a list whose item 0 is a NoneType, not a NodeProto"),
+    (lambda node: (lab12.unfused_conv(node)[0], "Relu"), "returned a tuple whose item 1 is a str, not a NodeProto"),
 ])
 def test_unfuse_conv_wrong_answers_are_reported(wrong, fragment):
     assert_check_failed(lab12.UnfuseConv, {"unfuse_conv": wrong}, fragment)
@@ -336,6 +420,20 @@ def _normalized_after_the_transpose():
     return model
 
 
+def _scale_in_float64():
+    """The hint's warning: 255 made with np.array(255.0), NumPy's default float64."""
+    model = _reference_preprocessing()
+    scale = next(tensor for tensor in model.graph.initializer if tensor.name == "scale")
+    scale.CopyFrom(numpy_helper.from_array(np.array(255.0), "scale"))
+    return model
+
+
+def test_preprocessing_graph_hint_2_nudges_beyond_the_exercise_text():
+    second = lab12.PreprocessingGraph.hints[1]
+    assert "float32" in second and "make_graph" in second
+    assert "UINT8" not in second and "'batch'" not in second and "CNN_OPSET" not in second
+
+
 @pytest.mark.parametrize("wrong, fragment", [
     (lambda: _without_transpose(["batch", 3, 8, 8]), "does not pass `onnx.checker.check_model`: [ShapeInferenceError]"
                                                       " Inference error(s): (op_type:Div)"),
@@ -345,6 +443,7 @@ def _normalized_after_the_transpose():
     (lambda: _opset(18), "imports opset 18 of the default domain; this exercise asks for opset 20"),
     (_normalized_after_the_transpose, "(op_type:Sub): [ShapeInferenceError] Incompatible dimensions"),
     (lambda: "preprocessing.onnx", "is a path; this exercise wants the ModelProto itself"),
+    (_scale_in_float64, "(op_type:Div): B has inconsistent type tensor(double)"),
 ])
 def test_preprocessing_graph_wrong_answers_are_reported(wrong, fragment):
     assert_check_failed(lab12.PreprocessingGraph, {"preprocessing": wrong()}, fragment)
@@ -364,7 +463,9 @@ def test_precise_openvino_reference_passes():
 
 
 @pytest.mark.parametrize("config", [lab12.precise_openvino_config, lambda: {"INFERENCE_PRECISION_HINT": "f32"},
-                                    lambda: {hints.execution_mode: hints.ExecutionMode.ACCURACY}])
+                                    lambda: {hints.execution_mode: hints.ExecutionMode.ACCURACY},
+                                    lambda: dict([hints.inference_precision(ov.Type.f32)]),
+                                    lambda: dict([hints.execution_mode(hints.ExecutionMode.ACCURACY)])])
 def test_precise_openvino_accepts_every_spelling_of_float32(config):
     assert_check_passed(lab12.PreciseOpenVino, {"precise_config": config()})
 
@@ -373,6 +474,7 @@ def test_precise_openvino_accepts_every_spelling_of_float32(config):
     (lambda: {}, "does not say which precision to compute in"),
     (lambda: {"PERFORMANCE_HINT": "LATENCY"}, "does not say which precision to compute in"),
     (lambda: {hints.inference_precision: ov.Type.bf16}, "asks for bf16"),
+    (lambda: dict([hints.inference_precision(ov.Type.bf16)]), "asks for bf16"),
     (lambda: {"INFERENCE_PRECISION_HINT": "f16"}, "asks for f16"),
     (lambda: {"EXECUTION_MODE_HINT": "PERFORMANCE"}, "sets the execution mode to PERFORMANCE"),
     (lambda: {"INFERENCE_PRECISION": "f32"}, "refuses `precise_config`: NotFound: Unsupported property"),

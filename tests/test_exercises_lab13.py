@@ -8,8 +8,14 @@ made-up toolchain, so they run on any machine, and one test checks the answer on
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import nbformat
 import numpy as np
 import pytest
+import torch
+from scipy import stats
 
 from labsupport import native
 from labsupport.exercises import lab13
@@ -20,6 +26,13 @@ from labsupport.testing import (
     evaluate,
     solution_answer,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _solution_notebook_cells():
+    return nbformat.read(str(ROOT / "solutions" / f"{lab13.LAB}.ipynb"), as_version=4).cells
+
 
 # ---------------------------------------------------------------------------
 # Helpers the notebook uses
@@ -93,9 +106,20 @@ def test_cpp_tensor_shape_accepts_a_list_like_a_std_vector():
     ((5, 1, 8, 8), 320, "number of elements"),
     ((5, 1, 8, 8), 2560, "8 bytes per element"),
     ((5, 1, 8, 8), 1284, "too large"),
+    ((5.0, 1.0, 8.0, 8.0), 1280, "`cpp_shape` holds floats: the shape CreateTensor takes is a std::vector<int64_t>"),
+    (np.array([5, 1, 8, 8], dtype=np.float32), 1280, "`cpp_shape` holds floats"),
 ])
 def test_cpp_tensor_shape_wrong_answers_are_reported(shape, size, fragment):
     assert_check_failed(lab13.CppTensorShape, {"cpp_shape": shape, "cpp_bytes": size}, fragment)
+
+
+def test_cpp_tensor_shape_accepts_numpy_integers():
+    assert_check_passed(lab13.CppTensorShape, {"cpp_shape": np.array([5, 1, 8, 8]), "cpp_bytes": np.int64(1280)})
+
+
+def test_cpp_tensor_shape_prompt_speaks_of_images_of_digits():
+    assert "5 digits images" not in lab13.CppTensorShape.prompt
+    assert not [cell for cell in _solution_notebook_cells() if "digits images" in cell.source]
 
 
 def test_cpp_tensor_shape_placeholder_is_not_attempted():
@@ -131,12 +155,25 @@ def test_loader_path_accepts_the_path_as_a_string(toolchain):
     assert_check_passed(lab13.LoaderPath, {"loaded_library": str(toolchain.link_dir / "libonnxruntime.so.1")})
 
 
+def test_loader_path_accepts_other_spellings_of_the_same_link(toolchain, tmp_path, monkeypatch):
+    link_dir = toolchain.link_dir
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for spelling in (link_dir / ".." / link_dir.name / "libonnxruntime.so.1",
+                     f"~/{link_dir.relative_to(tmp_path)}/libonnxruntime.so.1",
+                     f"{link_dir}/./libonnxruntime.so.1"):
+        assert_check_passed(lab13.LoaderPath, {"loaded_library": spelling})
+
+
 @pytest.mark.parametrize("wrong, fragment", [
     (lambda tool: tool.link_dir / "libonnxruntime.so", "the name the linker uses at build time"),
     (lambda tool: tool.library, "where the library really lives"),
     (lambda tool: tool.link_dir / "libonnxruntime.so.1.32.0", "not the name the program records in its NEEDED"),
     (lambda tool: "/usr/lib/x86_64-linux-gnu/libonnxruntime.so.1", "not in the folder the program's RUNPATH names"),
     (lambda tool: 1, "should be a path"),
+    (lambda tool: tool.link_dir, "is the link folder itself, the one the RUNPATH names; give the file in it"),
+    (lambda tool: f"{tool.link_dir}/", "is the link folder itself"),
+    (lambda tool: tool.link_dir / ".." / tool.link_dir.name / "libonnxruntime.so",
+     "the name the linker uses at build time"),
 ])
 def test_loader_path_wrong_answers_are_reported(toolchain, wrong, fragment):
     assert_check_failed(lab13.LoaderPath, {"loaded_library": wrong(toolchain)}, fragment)
@@ -183,12 +220,24 @@ def test_overhead_per_call_reference_passes():
 
 
 @pytest.mark.parametrize("wrong, fragment", [
-    (lambda python, cpp: (np.mean(python) - np.mean(cpp)) * 1e6, "compares means"),
+    (lambda python, cpp: (np.mean(python) - np.mean(cpp)) * 1e6, "compares means: a few slow calls drag a mean; "
+                                                                 "the typical call is the median"),
+    (lambda python, cpp: (stats.trim_mean(python, 0.1) - stats.trim_mean(cpp, 0.1)) * 1e6, "compares trimmed means"),
+    (lambda python, cpp: (stats.trim_mean(python, 0.25) - stats.trim_mean(cpp, 0.25)) * 1e6,
+     "compares trimmed means"),
+    (lambda python, cpp: round((np.median(python) - np.median(cpp)) * 1e6, 1),
+     "is the overhead rounded to 1 decimal place: return the exact value"),
+    (lambda python, cpp: round((np.median(python) - np.median(cpp)) * 1e6),
+     "is the overhead rounded to a whole number"),
+    (lambda python, cpp: (np.percentile(python, 52) - np.percentile(cpp, 52)) * 1e6,
+     "is within 1 % of the overhead but not equal to it"),
+    (lambda python, cpp: (np.percentile(python, 90) - np.percentile(cpp, 90)) * 1e6, "= 13.4 is too large."),
     (lambda python, cpp: (np.median(cpp) - np.median(python)) * 1e6, "wrong sign"),
     (lambda python, cpp: (np.median(python) - np.median(cpp)) * 1e3, "in milliseconds"),
     (lambda python, cpp: np.median(python) - np.median(cpp), "in seconds"),
     (lambda python, cpp: np.median(python) / np.median(cpp), "ratio of the two latencies"),
-    (lambda python, cpp: (np.min(python) - np.min(cpp)) * 1e6, "is too small"),
+    (lambda python, cpp: (np.min(python) - np.min(cpp)) * 1e6, "compares the fastest calls: a minimum is the best "
+                                                               "case, not the typical call"),
     (lambda python, cpp: f"{(np.median(python) - np.median(cpp)) * 1e6:.1f} µs", "return the overhead as a number"),
     (lambda python, cpp: print((np.median(python) - np.median(cpp)) * 1e6), "forget a `return`"),
 ])
@@ -197,6 +246,31 @@ def test_overhead_per_call_wrong_answers_are_reported(wrong, fragment):
         return wrong(python_latencies_s, cpp_latencies_s)
 
     assert_check_failed(lab13.OverheadPerCall, {"overhead_us": overhead_us}, fragment)
+
+
+def test_overhead_per_call_hint_names_the_statistic_its_messages_ask_for():
+    assert "the median" in lab13.OverheadPerCall.hints[0]
+
+
+def test_the_cells_before_exercise_3_do_not_compute_its_answer():
+    cells = _solution_notebook_cells()
+    check = next(index for index, cell in enumerate(cells) if "q3.check()" in cell.source)
+    before = [cell.source for cell in cells[:check] if cell.cell_type == "code" and "SOLUTION" not in cell.source]
+    assert not [source for source in before if re.search(r"python_run\.\w+\s*-\s*cpp_run", source)]
+
+
+def test_the_timing_tables_warnings_are_explained_in_the_prose_after_it():
+    cells = _solution_notebook_cells()
+    table = next(index for index, cell in enumerate(cells) if "show_table([cpp_run" in cell.source)
+    prose = cells[table + 1].source.lower()
+    assert "spread too wide" in prose and "medians" in prose
+
+
+def test_the_prose_before_the_model_stamp_cell_does_not_say_node_runs_the_newest_file():
+    cells = _solution_notebook_cells()
+    stamps = next(index for index, cell in enumerate(cells) if "relu_onnx_defaults.onnx" in cell.source)
+    prose = " ".join(cells[stamps - 1].source.split())
+    assert "runs it, and Node.js" not in prose and "what Node.js's" in prose
 
 
 def test_overhead_per_call_placeholder_is_not_attempted():
@@ -211,15 +285,14 @@ def test_squareplus_reference_passes():
     assert_check_passed(lab13.SquarePlusByHand, {"squareplus": solution_answer(lab13.SquarePlusByHand)})
 
 
-def test_squareplus_computed_in_float64_passes_too():
-    def squareplus(x, b):
-        x = np.asarray(x, dtype=np.float64)
-        return 0.5 * (x + np.sqrt(x**2 + b))
-
-    assert_check_passed(lab13.SquarePlusByHand, {"squareplus": squareplus})
-
-
 @pytest.mark.parametrize("wrong, fragment", [
+    (lambda x, b: 0.5 * (x.astype(np.float64) + np.sqrt(x.astype(np.float64) ** 2 + b)),
+     "returned float64 values: the operator's input and output are float32"),
+    (lambda x, b: (x + np.sqrt(x * x + np.float64(b))) / 2, "returned float64 values"),
+    (lambda x, b: ((x + np.sqrt(x * x + b)) / 2).astype(np.float16), "returned float16 values; the operator's input "
+                                                                       "and output are float32"),
+    (lambda x, b: torch.from_numpy((x + np.sqrt(x * x + b)) / 2), "returned a Tensor; return a NumPy array"),
+    (lambda x, b: ((x + np.sqrt(x * x + b)) / 2).tolist(), "returned a list; return a NumPy array"),
     (lambda x, b: np.maximum(x, 0), "ReLU's values"),
     (lambda x, b: (x + np.sqrt(x * x)) / 2, "ReLU's values"),
     (lambda x, b: x + np.sqrt(x * x + b), "twice the expected value"),

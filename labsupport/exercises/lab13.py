@@ -100,7 +100,7 @@ def request_api(library: str | os.PathLike, version: int) -> tuple[bool, str]:
 # ---------------------------------------------------------------------------
 
 class CppTensorShape(EqualityProblem):
-    prompt = "give the shape and the byte count a C++ program passes to CreateTensor for 5 digits images"
+    prompt = "give the shape and the byte count a C++ program passes to CreateTensor for 5 images of digits"
     vars = ("cpp_shape", "cpp_bytes")
     hints = ("A tensor you create holds real data: every dimension has its actual size, even the ones the model "
              "declares as dynamic. The layout is the model's input layout, whatever shape the pixels arrived in.",
@@ -119,6 +119,9 @@ cpp_bytes = 5 * 1 * 8 * 8 * 4"""
             raise Incorrect(f"`cpp_shape` should be a tuple of dimensions (the C++ std::vector<int64_t>), but it is a "
                             f"{type(cpp_shape).__name__}.")
         dims = tuple(cpp_shape)
+        if any(isinstance(dim, (float, np.floating)) for dim in dims):
+            raise Incorrect("`cpp_shape` holds floats: the shape CreateTensor takes is a std::vector<int64_t>, whole "
+                            "numbers, so write each dimension as an int (8, not 8.0).")
         if any(dim == -1 for dim in dims):
             raise Incorrect("`cpp_shape` holds -1: that is how GetShape() reports a dynamic dimension the model "
                             "declares; a tensor you create needs the actual batch size.")
@@ -137,6 +140,16 @@ cpp_bytes = 5 * 1 * 8 * 8 * 4"""
             if cpp_bytes == size * 2:
                 raise Incorrect("`cpp_bytes` counts 8 bytes per element (float64); the input is float32.")
         assert_equal("cpp_bytes", cpp_bytes, size)
+
+
+def _same_folder(path: Path, folder: Path) -> bool:
+    """True if ``path`` is ``folder``, however spelled (``..``, ``~``, another link to it)."""
+    if os.path.normpath(path) == os.path.normpath(folder):
+        return True
+    try:
+        return path.is_dir() and os.path.samefile(path, folder)
+    except OSError:
+        return False
 
 
 class LoaderPath(Problem):
@@ -158,10 +171,13 @@ class LoaderPath(Problem):
             toolchain = find_toolchain()
         except NativeToolchainError as error:
             raise Uncheckable(f"there is no C++ toolchain to check against on this machine: {error}") from None
-        expected = toolchain.link_dir / SONAME
-        answer = Path(loaded_library)
-        if answer == expected:
+        # ~ and .. are only spellings of the same path; the link itself is the answer, so symbolic links stay.
+        answer = Path(os.path.abspath(os.path.expanduser(os.fspath(loaded_library))))
+        if answer.name == SONAME and _same_folder(answer.parent, toolchain.link_dir):
             return
+        if _same_folder(answer, toolchain.link_dir):
+            raise Incorrect("`loaded_library` is the link folder itself, the one the RUNPATH names; give the file in "
+                            "it that the loader opens.")
         if answer.name == "libonnxruntime.so":
             raise Incorrect("`loaded_library` ends in libonnxruntime.so: that is the name the linker uses at build "
                             "time. The program records another name for run time; read the NEEDED entry.")
@@ -211,21 +227,40 @@ class SquarePlusByHand(FunctionProblem):
             x, b = args
             call = self.describe_call(args)
             actual = self.call_answer(fn, args)
-            values = np.asarray(actual, dtype=np.float64) if isinstance(actual, (np.ndarray, list, tuple)) else None
-            if values is not None and values.shape == expected.shape:
+            if not isinstance(actual, np.ndarray):
+                raise Incorrect(f"{call} returned a {type(actual).__name__}; return a NumPy array, as the kernel "
+                                "returns a tensor.")
+            if actual.dtype == np.float64:
+                raise Incorrect(f"{call} returned float64 values: the operator's input and output are float32, and "
+                                "NumPy promotes float32 to float64 when it meets a float64 array or constant; keep "
+                                "float32.")
+            if actual.dtype != np.float32:
+                raise Incorrect(f"{call} returned {actual.dtype} values; the operator's input and output are "
+                                "float32: compute in float32.")
+            if actual.shape == expected.shape:
+                values = actual.astype(np.float64)
                 if np.allclose(values, np.maximum(x, 0), atol=1e-6):
                     raise Incorrect(f"{call} returned ReLU's values; SquarePlus is smooth, and b sets how much.")
                 if np.allclose(values, 2 * expected, rtol=1e-5, atol=1e-6):
                     raise Incorrect(f"{call} is twice the expected value: mind the division by 2.")
-            assert_equal(call, values if values is not None else actual, expected.astype(np.float64),
-                         rtol=self.rtol, atol=self.atol)
+            assert_equal(call, actual, expected.astype(np.float32), rtol=self.rtol, atol=self.atol)
+
+
+_TRIM_PROPORTIONS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
+"""The proportions cut from each end by the trimmed means the check recognises (``scipy.stats.trim_mean``'s rule)."""
+
+
+def _trimmed_mean(values: np.ndarray, proportion: float) -> float:
+    """The mean of ``values`` without the ``int(proportion * n)`` smallest and largest, as scipy.stats.trim_mean."""
+    cut = int(proportion * len(values))
+    return float(np.mean(np.sort(values)[cut:len(values) - cut]))
 
 
 class OverheadPerCall(FunctionProblem):
     prompt = "compute the per-call overhead Python adds, in microseconds, from two sets of latencies in seconds"
     vars = ("overhead_us",)
-    hints = ("Summarise each set of latencies with a statistic a few slow calls cannot drag (lab 11), then compare "
-             "the two.",
+    hints = ("Summarise each set by its typical call — the median, the middle value, which a few slow calls cannot "
+             "drag (lab 11) — then compare the two.",
              "The overhead is how much longer the typical Python call takes than the typical C++ call; the inputs "
              "are in seconds and the answer in microseconds.")
     solution = """def overhead_us(python_latencies_s, cpp_latencies_s):
@@ -249,25 +284,44 @@ class OverheadPerCall(FunctionProblem):
     def check(self, fn):
         self.require_function(fn)
         for args, expected in self.cases():
-            python, cpp = args
             call = self.describe_call(args)
             actual = self.call_answer(fn, args)
             if isinstance(actual, bool) or not isinstance(actual, (numbers.Real, np.number)):
                 raise Incorrect(f"{call} returned a {type(actual).__name__}; return the overhead as a number.")
             actual = float(actual)
-            mean_based = float((np.mean(python) - np.mean(cpp)) * 1e6)
-            if not np.isclose(mean_based, expected, rtol=1e-3) and np.isclose(actual, mean_based, rtol=1e-6):
-                raise Incorrect(f"{call} compares means: a few slow calls drag a mean; use a statistic they cannot "
-                                "drag.")
-            if np.isclose(actual, -expected, rtol=1e-6):
-                raise Incorrect(f"{call} has the wrong sign: subtract the C++ latency from Python's.")
-            for factor, unit in ((1e-3, "milliseconds"), (1e-6, "seconds")):
-                if np.isclose(actual, expected * factor, rtol=1e-6):
-                    raise Incorrect(f"{call} is in {unit}; the answer is in microseconds.")
-            ratio = float(np.median(python) / np.median(cpp))
-            if np.isclose(actual, ratio, rtol=1e-6):
-                raise Incorrect(f"{call} is the ratio of the two latencies; the overhead is their difference.")
-            assert_equal(call, actual, expected, rtol=self.rtol)
+            if np.isclose(actual, expected, rtol=self.rtol):
+                continue
+            self._name_the_mistake(call, actual, expected, *args)
+            if np.isclose(actual, expected, rtol=0.01):
+                raise Incorrect(f"{call} = {actual:.6g} is within 1 % of the overhead but not equal to it: summarise "
+                                "each set by its median, and do not round.")
+            raise Incorrect(f"{call} = {actual:.4g} is too {'small' if actual < expected else 'large'}.")
+
+    def _name_the_mistake(self, call, actual, expected, python, cpp):
+        """Raise Incorrect naming the mistake ``actual`` matches, if it matches one the check knows."""
+        def matches(candidate):
+            return not np.isclose(candidate, expected, rtol=1e-3) and np.isclose(actual, candidate, rtol=1e-6)
+
+        if matches(float((np.mean(python) - np.mean(cpp)) * 1e6)):
+            raise Incorrect(f"{call} compares means: a few slow calls drag a mean; the typical call is the median.")
+        if matches(float((np.min(python) - np.min(cpp)) * 1e6)):
+            raise Incorrect(f"{call} compares the fastest calls: a minimum is the best case, not the typical call, "
+                            "which is the median.")
+        if any(matches((_trimmed_mean(python, cut) - _trimmed_mean(cpp, cut)) * 1e6) for cut in _TRIM_PROPORTIONS):
+            raise Incorrect(f"{call} compares trimmed means: they drop the slowest calls but still average the tail "
+                            "that remains; the typical call is the median.")
+        for digits in range(4):
+            if np.isclose(actual, round(expected, digits), rtol=1e-9, atol=1e-9):
+                places = f"{digits} decimal place{'s' if digits != 1 else ''}" if digits else "a whole number"
+                raise Incorrect(f"{call} is the overhead rounded to {places}: return the exact value, and round only "
+                                "when you print it.")
+        if np.isclose(actual, -expected, rtol=1e-6):
+            raise Incorrect(f"{call} has the wrong sign: subtract the C++ latency from Python's.")
+        for factor, unit in ((1e-3, "milliseconds"), (1e-6, "seconds")):
+            if np.isclose(actual, expected * factor, rtol=1e-6):
+                raise Incorrect(f"{call} is in {unit}; the answer is in microseconds.")
+        if np.isclose(actual, float(np.median(python) / np.median(cpp)), rtol=1e-6):
+            raise Incorrect(f"{call} is the ratio of the two latencies; the overhead is their difference.")
 
 
 class HeaderLibrarySkew(ThoughtExperiment):
