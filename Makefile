@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # nbval runs each notebook in a kernel of this environment; progress goes to a scratch folder
 NBVAL := $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p tests.notebook_timing -p tests.nbval_stderr -q
 
-.PHONY: lab edit test test-unit test-solutions test-notebooks test-lab lint setup system-packages native node notebooks lock clean
+.PHONY: lab edit test test-unit test-solutions test-notebooks test-lab lint setup system-packages native node web notebooks lock clean
 
 setup: $(STAMP)
 
@@ -23,20 +23,23 @@ $(STAMP): requirements-lock.txt pyproject.toml
 	$(BIN)/python -m labsupport doctor --quiet
 	@touch $@
 
-# Debian packages the native labs build with (13: the C++ CLI and custom operator; 14: the
-# service and the wrk load generator). Installed when missing and make runs as root; otherwise
-# make prints the one command to run. `make test` needs them; `make lab` only reports them.
-DEB_PACKAGES := cmake g++ libcpp-httplib-dev nlohmann-json3-dev wrk
+# Debian packages the deployment labs need (13: the C++ CLI and custom operator; 14: the C++
+# inference service, whose cpp-httplib is found through pkg-config; 15 and the browser test:
+# Chromium, and an emoji font so the labs' status icons render). Installed when missing and make
+# runs as root; otherwise make prints the one command to run. `make test` needs them; `make lab`
+# only reports them.
+DEB_PACKAGES := cmake g++ pkg-config libcpp-httplib-dev nlohmann-json3-dev chromium fonts-noto-color-emoji
 
 system-packages:
-	@command -v dpkg-query >/dev/null || { echo "note: not a Debian system: labs 13-14 need cmake, a C++17 compiler," \
-		"cpp-httplib, nlohmann-json and wrk; python -m labsupport doctor says what is missing"; exit 0; }; \
+	@command -v dpkg-query >/dev/null || { echo "note: not a Debian system: labs 13-15 need cmake, a C++17 compiler," \
+		"pkg-config, cpp-httplib, nlohmann-json and Chromium; python -m labsupport doctor says what is missing"; \
+		exit 0; }; \
 	missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed \
 		|| printf ' %s' $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing; \
-	else echo "error: labs 13-14 need the Debian packages$$missing; run: sudo apt-get install -y$$missing"; exit 2; fi
+	else echo "error: labs 13-15 need the Debian packages$$missing; run: sudo apt-get install -y$$missing"; exit 2; fi
 
 # Labs 13-14 build C++ against the onnxruntime wheel's library: find ONNX Runtime's C++ headers
 # (ORT_ROOT, the system's, or Debian trixie's libonnxruntime-dev fetched once into the user
@@ -50,6 +53,12 @@ native: $(STAMP) system-packages
 node: $(STAMP)
 	$(BIN)/python -m labsupport node setup || [ "$$CI" != true ]
 
+# Lab 15 and the browser test run a model in headless Chromium with onnxruntime-web, installed
+# once into the user cache with npm install --ignore-scripts. Outside CI make goes on without it
+# (the lab says what is missing); with CI=true it stops.
+web: $(STAMP) system-packages
+	$(BIN)/python -m labsupport web setup || [ "$$CI" != true ]
+
 # JupyterLab refuses to start as root unless told; containers often run as root
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
@@ -60,6 +69,7 @@ lab: $(STAMP)
 	-@$(MAKE) --no-print-directory system-packages
 	-$(BIN)/python -m labsupport native setup
 	-$(BIN)/python -m labsupport node setup
+	-$(BIN)/python -m labsupport web setup
 	$(BIN)/python -m labsupport seed-workspace --workspace "$(WORKSPACE)"
 	$(BIN)/jupyter lab "$(WORKSPACE)" $(ALLOW_ROOT) $(LAB_ARGS)
 
@@ -72,11 +82,11 @@ test: lint test-unit test-solutions test-notebooks
 lint: $(STAMP)
 	$(BIN)/ruff check labsupport tests
 
-test-unit: $(STAMP) native node
+test-unit: $(STAMP) native node web
 	$(BIN)/python -m pytest tests
 
 # One lab while you write it: make test-lab LAB=03 (its exercise tests, then both notebooks)
-test-lab: $(STAMP) native node
+test-lab: $(STAMP) native node web
 	@test -n "$(LAB)" || { echo "error: say which lab, e.g. make test-lab LAB=03"; exit 2; }
 	@ls solutions/$(LAB)_*.ipynb >/dev/null 2>&1 || { echo "error: no solutions/$(LAB)_*.ipynb; labs are $$(ls solutions | cut -c1-2 | tr '\n' ' ')"; exit 2; }
 	$(BIN)/python -m labsupport build-notebooks --check --lab $(LAB)
@@ -86,10 +96,10 @@ test-lab: $(STAMP) native node
 	LABSUPPORT_STRICT=1 LABSUPPORT_EXPECT_SOLVED=1 $(NBVAL) solutions/$(LAB)_*.ipynb
 	$(NBVAL) notebooks/$(LAB)_*.ipynb
 
-test-solutions: $(STAMP) native node
+test-solutions: $(STAMP) native node web
 	LABSUPPORT_STRICT=1 LABSUPPORT_EXPECT_SOLVED=1 $(NBVAL) solutions
 
-test-notebooks: $(STAMP) native node
+test-notebooks: $(STAMP) native node web
 	$(NBVAL) notebooks
 
 # make notebooks LAB=03 regenerates that lab only

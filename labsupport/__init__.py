@@ -7,7 +7,8 @@ exercise kinds), ``exercises`` (each lab's problems), ``progress`` (the checklis
 ``onnx_tools`` (CPU sessions, dims, opsets, element types), ``validate`` (the parity harness),
 ``models`` (reference models and data), ``plots``, ``doctor``, ``runtime`` (lab 08),
 ``optimize`` (lab 09), ``quantize`` (lab 10), ``bench`` and ``profiling`` (lab 11),
-``interop`` (lab 12), ``native`` and ``node`` (lab 13),
+``interop`` (lab 12), ``native`` and ``node`` (lab 13), ``serving`` (lab 14),
+``capstone``, ``convert``, ``gate`` and ``web`` (lab 15),
 ``notebook_build`` (the generator), ``workspace`` and ``cli``. Importing this package is
 cheap: heavy frameworks are imported by the functions that need them.
 """

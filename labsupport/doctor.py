@@ -165,7 +165,7 @@ def _ort_library() -> str | None:
 
 
 def _check_native(report: DoctorReport) -> None:
-    needed = "needed by lab 13 (C++ and Node.js deployment) and the coming lab 14"
+    needed = "needed by labs 13 and 14 (C++ and Node.js deployment, the C++ service)"
     tools = {"cmake": "apt-get install cmake", "g++": "apt-get install g++", "make": "apt-get install make",
              "node": "install Node.js 20 (apt-get install nodejs npm)", "npm": "apt-get install npm"}
     for command, fix in tools.items():
@@ -176,6 +176,18 @@ def _check_native(report: DoctorReport) -> None:
     report.findings.append(Finding("Native toolchain", "libonnxruntime", "ok" if library else "warn",
                                    library or "the onnxruntime wheel's C library was not found", _FIX))
     _check_native_headers(report)
+    _check_service_libraries(report)
+
+
+def _check_service_libraries(report: DoctorReport) -> None:
+    """The C++ libraries lab 14's inference service builds with, besides lab 13's toolchain."""
+    from labsupport.serving import SERVICE_PACKAGES, missing_service_libraries
+
+    missing = missing_service_libraries()
+    detail = ("cpp-httplib and nlohmann-json found" if not missing
+              else f"not found: {', '.join(missing)}; lab 14's C++ service needs them")
+    report.findings.append(Finding("Native toolchain", "service libraries", "warn" if missing else "ok", detail,
+                                   SERVICE_PACKAGES))
 
 
 def _check_native_headers(report: DoctorReport) -> None:
@@ -207,6 +219,46 @@ def _check_node_package(report: DoctorReport) -> None:
     report.findings.append(Finding("Node.js", node.ORT_NODE_PACKAGE, "ok", f"{node.ORT_NODE_VERSION} in {package}"))
 
 
+def _check_browser(report: DoctorReport) -> None:
+    """Lab 15's browser runtime: Chromium, a font for the emoji JupyterLab shows, and onnxruntime-web."""
+    from labsupport import web
+
+    needed = "lab 15 runs a model in it, and `make test` walks lab 00 in it"
+    fix = f"sudo apt-get install {web.BROWSER_PACKAGES}"
+    try:
+        chromium = web.find_chromium()
+    except web.WebRuntimeError as error:
+        report.findings.append(Finding("Browser", "chromium", "warn", f"{error} ({needed})", fix))
+    else:
+        version = _tool_version(str(chromium))
+        report.findings.append(Finding("Browser", "chromium", "ok", f"{version or 'version unknown'} at {chromium}"))
+    fonts = _emoji_fonts()
+    if fonts is not None:
+        report.findings.append(Finding("Browser", "emoji font", "ok" if fonts else "warn", ", ".join(fonts) or
+                                       "none: the status icons in notebooks render as empty boxes (the words beside "
+                                       "them still say it)", fix))
+    try:
+        dist = web.ort_web_dist()
+    except web.WebRuntimeError:
+        report.findings.append(Finding("Browser", web.ORT_WEB_PACKAGE, "warn",
+                                       f"{web.ORT_WEB_VERSION} not installed; lab 15 runs a model with it",
+                                       f"`{web.SETUP_COMMAND}` (downloads it once with npm)"))
+        return
+    report.findings.append(Finding("Browser", web.ORT_WEB_PACKAGE, "ok", f"{web.ORT_WEB_VERSION} in {dist.parent}"))
+
+
+def _emoji_fonts() -> list[str] | None:
+    """The font families fontconfig has for ✅ (None where there is no fontconfig to ask)."""
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        return None
+    try:
+        completed = subprocess.run([fc_list, ":charset=2705", "family"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return sorted({line.split(",")[0].strip() for line in completed.stdout.splitlines() if line.strip()})
+
+
 def diagnose(*, native: bool = True) -> DoctorReport:
     """Examine this environment and return the report (nothing is installed or changed)."""
     report = DoctorReport()
@@ -217,4 +269,5 @@ def diagnose(*, native: bool = True) -> DoctorReport:
     if native:
         _check_native(report)
         _check_node_package(report)
+        _check_browser(report)
     return report

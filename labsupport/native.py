@@ -1,6 +1,6 @@
 """The native toolchain: C++ programs built against the onnxruntime wheel's own C library.
 
-Introduced in lab 13 (and used by the coming lab 14's C++ service). ``python -m labsupport native setup``
+Introduced in lab 13 (and used by lab 14's C++ service). ``python -m labsupport native setup``
 finds, or fetches once, what a C++ build needs; :func:`find_toolchain` reports it and
 :func:`build_project` builds one of the CMake projects shipped in ``labsupport/native_src``.
 
