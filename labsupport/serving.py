@@ -909,16 +909,28 @@ def running_ray_serve(model: str | os.PathLike, *, replicas: int = 2, max_batch_
     ``~/.ray/auth_token``). ``max_batch_size`` counts requests (each may carry several rows).
 
     Ray's start has fixed time limits (its raylet waits 15 s for its agents to report their ports,
-    ``ray.init`` 30 s for the raylet to register), and on a busy machine every second of CPU its
-    dozen Python processes spend starting counts. The largest part was spent on nothing Ray uses:
-    every Ray process imports ``jsonschema``, which imports the optional IRI format checker
-    ``rfc3987_syntax`` when it is installed (Jupyter installs it), and that module builds a parser
-    for RFC 3987's grammar at import, about 2 s of CPU per process. Ray never checks that format, so
-    Ray's processes get a folder first on their ``PYTHONPATH`` whose ``rfc3987_syntax`` raises
-    ImportError, which jsonschema takes for "not installed" (see :func:`_ray_environment`). If Ray
-    still does not start, its processes are stopped, a note is printed, and it starts once more.
-    The environment is restored and every process Ray started is stopped when the block ends,
-    however it ends.
+    ``ray.init`` 30 s for the raylet to register, Serve's controller 5 s for its HTTP proxy's first
+    readiness check), and on a machine busy with other work they can be missed. Three settings
+    keep the start well inside them:
+
+    * Ray runs its workers (Serve's controller, proxy and replicas among them) at nice 15, below
+      everything else on the machine, so that on a cluster node its own control processes stay
+      responsive; on a machine shared with other work, a nice-15 process gets a few per cent of
+      the CPU a normal one gets. ``RAY_worker_niceness=0`` runs them at normal
+      priority, like the C++ service.
+    * Every Ray process imports ``jsonschema``, which imports the optional IRI format checker
+      ``rfc3987_syntax`` when it is installed (Jupyter installs it), and that module builds a
+      parser for RFC 3987's grammar at import: seconds of CPU per process on a small machine.
+      Ray never checks that format, so Ray's processes get a folder first on their ``PYTHONPATH``
+      whose ``rfc3987_syntax`` raises ImportError, which jsonschema takes for "not installed" (see
+      :func:`_ray_environment`); when this process imports Ray for the first time, it leaves the
+      module out the same way (``jsonschema`` in this process then has no "iri" format checker).
+    * The proxy's readiness check gets 60 s (``RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S``), as long
+      as ``serve.start`` itself waits for the proxy.
+
+    If Ray still does not start, its processes are stopped, a note is printed, and it starts once
+    more. The environment is restored and every process Ray started is stopped when the block
+    ends, however it ends.
 
     Raises:
         ServiceError: Ray is already running in this process, was imported before the loopback
@@ -935,7 +947,7 @@ def running_ray_serve(model: str | os.PathLike, *, replicas: int = 2, max_batch_
         # Imported in a notebook without ipywidgets, Ray logs that its rich display is unavailable and
         # tqdm warns "IProgress not found": neither matters here (nothing of Ray is displayed)
         logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _without_module(_SKIPPED_IMPORT):
             warnings.filterwarnings("ignore", message="IProgress not found")
             import ray
             from ray import serve
@@ -974,16 +986,18 @@ def running_ray_serve(model: str | os.PathLike, *, replicas: int = 2, max_batch_
         shortcut.cleanup()
 
 
-_RAY_SETTINGS = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+_RAY_SETTINGS = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0",
+                 "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
 _SKIPPED_IMPORT = "rfc3987_syntax"
 
 
 def _ray_environment(folder: Path) -> dict[str, str]:
     """The environment variables Ray's processes start with (see :func:`running_ray_serve`).
 
-    Writes ``folder/rfc3987_syntax.py``, a module that raises ImportError, and puts ``folder``
-    first on ``PYTHONPATH``, so that ``jsonschema`` in Ray's processes leaves out its optional
-    IRI format checker, whose import costs seconds of CPU and which Ray never uses.
+    Loopback only, no usage statistics, workers at normal priority, 60 s for Serve's proxy to
+    become ready. Writes ``folder/rfc3987_syntax.py``, a module that raises ImportError, and puts
+    ``folder`` first on ``PYTHONPATH``, so that ``jsonschema`` in Ray's processes leaves out its
+    optional IRI format checker, whose import costs seconds of CPU and which Ray never uses.
     """
     (folder / f"{_SKIPPED_IMPORT}.py").write_text(
         f'"""Left out of Ray\'s processes by labsupport.serving.running_ray_serve."""\n'
@@ -991,6 +1005,19 @@ def _ray_environment(folder: Path) -> dict[str, str]:
         f'RFC 3987 at import, and Ray never checks IRIs")\n')
     search_path = [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]
     return {**_RAY_SETTINGS, "PYTHONPATH": os.pathsep.join(search_path)}
+
+
+@contextlib.contextmanager
+def _without_module(name: str) -> Iterator[None]:
+    """Within the block, ``import name`` raises ImportError in this process (unless it was imported before)."""
+    blocked = name not in sys.modules
+    if blocked:
+        sys.modules[name] = None  # the import system's own marker for "this import fails"
+    try:
+        yield
+    finally:
+        if blocked and sys.modules.get(name, ...) is None:
+            del sys.modules[name]
 
 
 def _start_ray(init: Callable[[], Any], shutdown: Callable[[], None]) -> None:

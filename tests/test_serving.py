@@ -509,6 +509,8 @@ try:
                 first_entries.add(search_path.split(os.pathsep)[0])
         report["skips_slow_import"] = readable >= 4 and all(
             os.path.isfile(os.path.join(folder, "rfc3987_syntax.py")) for folder in first_entries)
+        report["driver_skipped_import"] = "rfc3987_syntax" not in sys.modules
+        report["niceness"] = sorted({psutil.Process(pid).nice() for pid in app.pids} | {os.nice(0)})
         seen = []
         def watch():
             while "load" not in report:
@@ -553,6 +555,8 @@ def test_ray_serve_answers_like_onnx_runtime_over_loopback_only_and_shuts_down_o
     assert all(process_is_gone(pid) for pid in report["pids"]), "a Ray process outlived the block"
     assert report["skips_slow_import"], "every Ray process starts with the folder that skips rfc3987_syntax"
     assert report["pythonpath_after"] == report["pythonpath_before"] and not report["folder_left"]
+    assert report["driver_skipped_import"]
+    assert len(report["niceness"]) == 1, "Ray's workers run at the priority of the process that started Ray"
 
 
 def test_ray_processes_start_without_jsonschemas_optional_iri_checker(tmp_path, monkeypatch):
@@ -567,9 +571,22 @@ def test_ray_processes_start_without_jsonschemas_optional_iri_checker(tmp_path, 
     environment = serving._ray_environment(tmp_path)
     assert environment["PYTHONPATH"].split(os.pathsep) == [str(tmp_path), "/nonexistent/elsewhere"]
     assert environment["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0" and environment["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert environment["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"] == "60" and environment["RAY_worker_niceness"] == "0"
     skipped = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **environment}, capture_output=True,
                              text=True, timeout=120)
     assert skipped.stdout.split() == ["False", "False"], skipped.stderr
+
+
+def test_a_module_left_out_for_a_block_can_be_imported_again_afterwards():
+    import email.mime.audio as audio  # imported before the block: left alone
+    import importlib
+
+    name = next(name for name in ("colorsys", "tabnanny", "mailcap") if name not in sys.modules)
+    with serving._without_module(name), serving._without_module("email.mime.audio"):
+        with pytest.raises(ImportError):
+            importlib.import_module(name)
+        assert importlib.import_module("email.mime.audio") is audio
+    assert importlib.import_module(name).__name__ == name and sys.modules["email.mime.audio"] is audio
 
 
 def sleeper() -> subprocess.Popen:
