@@ -26,7 +26,7 @@ built with API ``N`` the first ``N`` versions' worth of it, and the library serv
 returns NULL. :func:`find_toolchain` measures both numbers (:attr:`Toolchain.header_api_version`,
 :attr:`Toolchain.library_api_version`) and refuses the broken direction.
 
-Builds go to ``cache_dir()/build/<project>``, never into the source tree. The CMake
+Builds go to ``cache_dir()/build/<project>-<toolchain key>``, never into the source tree. The CMake
 projects say ``find_package(onnxruntime CONFIG REQUIRED)``; the config labsupport writes
 defines ``onnxruntime::onnxruntime`` (headers and library) and ``onnxruntime::headers``
 (headers only, for custom-op libraries, which get the API from the session that loads them).
@@ -523,21 +523,22 @@ def _run_build_step(command: list[str], log_path: Path, name: str) -> None:
 
 
 def build_project(name: str, *, toolchain: Toolchain | None = None) -> Path:
-    """Build the CMake project ``labsupport/native_src/<name>`` into ``cache_dir()/build/<name>``; return that folder.
+    """Build the CMake project ``labsupport/native_src/<name>`` into ``cache_dir()/build/<name>-<key>``; return it.
 
-    Incremental: a second call only re-runs what changed. The build folder starts afresh
-    when the toolchain (headers, library, compiler) or the source folder changes. A failing
+    Incremental: a second call only re-runs what changed. ``key`` names the toolchain (headers,
+    library, compiler) and the source folder, so two checkouts of the course, or two virtual
+    environments, each keep their own build and never rebuild, or delete, the other's. A failing
     configure or compile raises :class:`NativeToolchainError` with the first error line.
     """
     from filelock import FileLock
 
     toolchain = toolchain or find_toolchain()
     source = _source_dir(name)
-    build = cache_dir() / "build" / name
-    build.parent.mkdir(parents=True, exist_ok=True)
     config_dir = _cmake_config(toolchain)
     stamp = json.dumps({"source": str(source), "include_dir": str(toolchain.include_dir), "cxx": str(toolchain.cxx),
                         "link_dir": str(toolchain.link_dir), "cmake": str(toolchain.cmake)}, sort_keys=True)
+    build = cache_dir() / "build" / f"{name}-{hashlib.sha256(stamp.encode()).hexdigest()[:8]}"
+    build.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(build) + ".lock"):
         stamp_path = build / "labsupport-toolchain.json"
         if not stamp_path.is_file() or stamp_path.read_text() != stamp:

@@ -40,6 +40,7 @@ __all__ = [
     "NodeRuntimeError",
     "check_node_runtime",
     "install_npm_package",
+    "mixed_types_model",
     "node_available",
     "node_version",
     "npm_package",
@@ -229,8 +230,9 @@ def run_in_node(model_path: str | os.PathLike, feeds: Mapping[str, np.ndarray], 
     return NodeRun(outputs, response["node"], response["onnxruntime_node"])
 
 
-def _test_model():
-    """Three one-node graphs in one: ``squares = x · x`` (float32), ``ids`` (int64) and ``negated = not flags``."""
+def mixed_types_model():
+    """A smoke-test model of three one-node graphs: ``squares = x · x`` (float32), ``same_ids = ids`` (int64),
+    ``negated = not flags`` (bool); lab 13's Node.js and lab 15's browser setups run it against Python's."""
     from onnx import TensorProto, helper
 
     def tensor(name, elem_type):
@@ -265,7 +267,7 @@ def check_node_runtime() -> str:
              "ids": np.array([2**62 + 1, -7, 0], dtype=np.int64), "flags": np.array([True, False, True])}
     with tempfile.TemporaryDirectory(prefix="labsupport-node-") as folder:
         path = Path(folder) / "node_check.onnx"
-        onnx.save_model(_test_model(), str(path))
+        onnx.save_model(mixed_types_model(), str(path))
         run = run_in_node(path, feeds)
         expected = dict(zip(["squares", "same_ids", "negated"], cpu_session(path).run(None, feeds)))
     differing = [name for name, value in expected.items()

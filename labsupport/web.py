@@ -51,7 +51,7 @@ import numpy as np
 
 from labsupport.native import cache_dir
 from labsupport.node import SETUP_COMMAND as NODE_SETUP_COMMAND
-from labsupport.node import NodeRuntimeError, install_npm_package, npm_package
+from labsupport.node import NodeRuntimeError, install_npm_package, mixed_types_model, npm_package
 
 __all__ = [
     "BROWSER_PACKAGES",
@@ -608,24 +608,6 @@ def version_skew(browser: WebBrowser | None = None) -> list[VersionSupport]:
     return rows
 
 
-def _smoke_model() -> Any:
-    """Float32, int64 and bool in one graph: ``squares = x · x``, ``same_ids = ids``, ``negated = not flags``."""
-    from onnx import TensorProto, helper
-
-    def tensor(name: str, elem_type: int) -> Any:
-        return helper.make_tensor_value_info(name, elem_type, ["n"])
-
-    graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "x"], ["squares"]), helper.make_node("Identity", ["ids"], ["same_ids"]),
-         helper.make_node("Not", ["flags"], ["negated"])], "web_check",
-        [tensor("x", TensorProto.FLOAT), tensor("ids", TensorProto.INT64), tensor("flags", TensorProto.BOOL)],
-        [tensor("squares", TensorProto.FLOAT), tensor("same_ids", TensorProto.INT64),
-         tensor("negated", TensorProto.BOOL)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
 def check_web_runtime() -> str:
     """Run a small test model in the browser and in Python's ONNX Runtime; return one line saying they agree.
 
@@ -641,7 +623,7 @@ def check_web_runtime() -> str:
              "ids": np.array([2**62 + 1, -7, 0], dtype=np.int64), "flags": np.array([True, False, True])}
     with tempfile.TemporaryDirectory(prefix="labsupport-web-") as folder:
         path = Path(folder) / "web_check.onnx"
-        onnx.save_model(_smoke_model(), str(path))
+        onnx.save_model(mixed_types_model(), str(path))
         started = time.perf_counter()
         run = run_in_browser(path, feeds)
         seconds = time.perf_counter() - started

@@ -187,21 +187,9 @@ def _lab09(done: dict) -> dict:
 
 def _digits_gemm(path: Path) -> Path:
     """A float32 digits classifier (one Gemm fitted by least squares): pixels [batch, 64] → logits [batch, 10]."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from tests.test_exercises_lab10 import _least_squares_model
 
-    from labsupport.models import load_digits_split
-
-    data = load_digits_split()
-    features = np.hstack([data.x_train, np.ones((len(data.x_train), 1), np.float32)])
-    weights = np.linalg.lstsq(features, np.eye(10)[data.y_train], rcond=None)[0].astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Gemm", ["pixels", "weight", "bias"], ["logits"])], "least_squares",
-        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 64])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
-        [numpy_helper.from_array(weights[:64], "weight"), numpy_helper.from_array(weights[64], "bias")])
-    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(path))
-    return path
+    return Path(_least_squares_model(path))
 
 
 def _lab10(done: dict) -> dict:

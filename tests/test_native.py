@@ -8,6 +8,7 @@ reason, except under ``CI=true``, where a missing prerequisite is a failure.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -288,6 +289,17 @@ def test_a_second_build_reuses_the_first(built, toolchain):
     native.build_project("infer_cli", toolchain=toolchain)
     assert built["cli"].stat().st_mtime_ns == before
     assert time.perf_counter() - started < 30
+
+
+def test_another_toolchain_builds_into_its_own_folder_and_leaves_the_first_alone(built, toolchain, tmp_path):
+    other_links = tmp_path / "other-links"
+    shutil.copytree(toolchain.link_dir, other_links, symlinks=True)
+    other = dataclasses.replace(toolchain, link_dir=other_links)  # a second checkout's virtual environment, say
+    before = built["cli"].stat().st_mtime_ns
+    other_build = native.build_project("infer_cli", toolchain=other)
+    assert other_build != built["cli"].parent and (other_build / "infer_cli").is_file()
+    assert built["cli"].stat().st_mtime_ns == before, "building for another toolchain must not touch this build"
+    shutil.rmtree(other_build)
 
 
 def test_a_compile_error_is_reported_with_its_first_line(toolchain, monkeypatch, tmp_path):

@@ -25,13 +25,6 @@ SETUP = "`python -m labsupport node setup`"
 
 
 @pytest.fixture
-def empty_cache(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("LABSUPPORT_CACHE_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
 def no_node(tmp_path, monkeypatch):
     """A PATH on which neither node nor npm can be found."""
     empty = tmp_path / "empty-bin"

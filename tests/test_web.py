@@ -35,13 +35,6 @@ SETUP = "`python -m labsupport web setup`"
 
 
 @pytest.fixture
-def empty_cache(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("LABSUPPORT_CACHE_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
 def no_tools(tmp_path, monkeypatch):
     """A PATH with no chromium, node or npm on it, and no Chromium named by the environment."""
     empty = tmp_path / "empty-bin"
