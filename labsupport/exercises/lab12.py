@@ -111,17 +111,9 @@ def keras_style(frames: np.ndarray) -> np.ndarray:
 
 def build_colour_cnn(seed: int = 0):
     """Lab 04's digits CNN with three input channels (PyTorch), untrained and seeded."""
-    import torch
-    from torch import nn
+    from labsupport.models.torch_models import build_digits_cnn
 
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, kernel_size=3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, kernel_size=3, padding=1), nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(16 * 4 * 4, 10),
-    )
+    return build_digits_cnn(seed, in_channels=3)
 
 
 def train_colour_cnn(digits: ColourDigits | None = None, *, epochs: int = 40, seed: int = 0):

@@ -43,11 +43,14 @@ __all__ = [
 SEQUENCE_VOCABULARY = 32
 
 
-def build_digits_cnn(seed: int = SEED) -> nn.Module:
-    """An untrained small CNN for 8×8 digit images: conv 3×3 → pool to 4×4 → conv 3×3 → linear."""
+def build_digits_cnn(seed: int = SEED, in_channels: int = 1) -> nn.Module:
+    """An untrained small CNN for 8×8 digit images: conv 3×3 → pool to 4×4 → conv 3×3 → linear.
+
+    ``in_channels=3`` gives lab 12's colour variant (the same layers, three input channels).
+    """
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 8, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(in_channels, 8, kernel_size=3, padding=1), nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Conv2d(8, 16, kernel_size=3, padding=1), nn.ReLU(),
         nn.Flatten(),
